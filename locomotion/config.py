@@ -1,0 +1,66 @@
+"""The run configuration (task, PPO, run) and its JSON round trip."""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import types
+import typing
+from pathlib import Path
+from typing import Any, Generic, TypeVar
+
+from locomotion.registry import RunConfig
+from locomotion.train.config import PPOConfig
+
+E = TypeVar("E")
+
+
+@dataclasses.dataclass(frozen=True, kw_only=True)
+class TrainConfig(Generic[E]):
+    """Everything a training run depends on; saved as config.json in the run directory."""
+
+    task: str
+    """Registered task name."""
+    env: E
+    """Task settings."""
+    ppo: PPOConfig
+    """PPO settings."""
+    run: RunConfig
+    """Run length, seed, checkpointing."""
+
+
+def to_dict(cfg: Any) -> dict:
+    return dataclasses.asdict(cfg)
+
+
+def from_dict(cls: type, data: Any) -> Any:
+    """Rebuild a (nested, frozen) dataclass from `to_dict` output, checking field names."""
+    if dataclasses.is_dataclass(cls):
+        hints = typing.get_type_hints(cls)
+        known = {f.name for f in dataclasses.fields(cls)}
+        unknown = set(data) - known
+        if unknown:
+            raise ValueError(f"unknown {cls.__name__} fields: {sorted(unknown)}")
+        return cls(**{k: from_dict(hints[k], v) for k, v in data.items()})
+    origin = typing.get_origin(cls)
+    if origin in (typing.Union, types.UnionType):
+        if data is None:
+            return None
+        options = [a for a in typing.get_args(cls) if a is not type(None)]
+        return from_dict(options[0], data)
+    if origin is tuple:
+        args = typing.get_args(cls)
+        if len(args) == 2 and args[1] is Ellipsis:
+            return tuple(from_dict(args[0], v) for v in data)
+        return tuple(from_dict(a, v) for a, v in zip(args, data, strict=True))
+    return data
+
+
+def save(cfg: TrainConfig, path: Path) -> None:
+    path.write_text(json.dumps(to_dict(cfg), indent=2) + "\n")
+
+
+def load(path: Path, env_config_cls: type) -> TrainConfig:
+    data = json.loads(path.read_text())
+    return TrainConfig(task=data["task"], env=from_dict(env_config_cls, data["env"]),
+                       ppo=from_dict(PPOConfig, data["ppo"]), run=from_dict(RunConfig, data["run"]))

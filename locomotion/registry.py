@@ -1,0 +1,85 @@
+"""One registry: task name -> environment class, default config, training presets.
+
+    from locomotion import registry
+    env = registry.make("quadruped_joystick")
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Callable
+from typing import Any
+
+from locomotion.envs import Env
+
+
+@dataclasses.dataclass(frozen=True, kw_only=True)
+class RunConfig:
+    """How long to train and how to record it."""
+
+    num_iterations: int = 1000
+    """PPO iterations (each collects num_envs * unroll_length steps)."""
+    seed: int = 0
+    """Seed of the whole run (parameters, environments, sampling)."""
+    checkpoint_every: int = 50
+    """Save a checkpoint every this many iterations (and at the end)."""
+    log_every: int = 1
+    """Write metrics every this many iterations."""
+    eval_envs: int = 100
+    """Environments in the final deterministic evaluation (0 disables it)."""
+    eval_seconds: float = 10.0
+    """Length of the final evaluation [s]."""
+
+    def __post_init__(self):
+        if self.num_iterations < 1 or self.checkpoint_every < 1 or self.log_every < 1:
+            raise ValueError("num_iterations, checkpoint_every and log_every must be >= 1")
+        if self.eval_envs < 0 or self.eval_seconds <= 0:
+            raise ValueError("eval_envs must be >= 0 and eval_seconds positive")
+
+
+@dataclasses.dataclass(frozen=True, kw_only=True)
+class TaskEntry:
+    """Everything needed to build and train one task."""
+
+    name: str
+    description: str
+    env_class: Callable[[Any], Env]
+    env_config: Any
+    presets: dict[str, tuple[Any, RunConfig]]  # preset name -> (PPOConfig, RunConfig)
+    eval_env_config: Callable[[Any], Any] = lambda cfg: cfg  # the config used for evaluation
+
+
+_TASKS: dict[str, Callable[[], TaskEntry]] = {}
+
+
+def register(name: str):
+    """Decorator for a zero-argument function that returns the TaskEntry (built lazily)."""
+
+    def wrap(fn: Callable[[], TaskEntry]):
+        _TASKS[name] = fn
+        return fn
+
+    return wrap
+
+
+def names() -> list[str]:
+    """Registered task names."""
+    _load_builtin()
+    return sorted(_TASKS)
+
+
+def entry(name: str) -> TaskEntry:
+    _load_builtin()
+    if name not in _TASKS:
+        raise KeyError(f"unknown task {name!r}; known tasks: {', '.join(sorted(_TASKS))}")
+    return _TASKS[name]()
+
+
+def make(name: str, config: Any = None) -> Env:
+    """Build a task's environment, with its default config unless one is given."""
+    task = entry(name)
+    return task.env_class(task.env_config if config is None else config)
+
+
+def _load_builtin() -> None:
+    import locomotion.builtin_tasks  # noqa: F401  (registers the shipped tasks)

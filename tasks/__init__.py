@@ -1,0 +1,1 @@
+"""Tasks: one module each, every one an `Env` (see locomotion/envs.py)."""

@@ -1,0 +1,294 @@
+"""Joystick locomotion: the quadruped follows velocity commands (vx, vy, yaw rate) on flat ground.
+
+Observation ("state", 45): gyro (3), projected gravity (3), command (3), joint positions minus
+default (12), joint velocities (12), last action (12); each with optional noise.
+Critic ("privileged_state", 56): the same without noise, plus base linear velocity (3, base frame),
+foot contacts (4), and the episode's randomized physics (friction, added base mass, motor gain
+scale, joint damping scale).
+Action (12): joint position offsets around the default pose, scaled by `action_scale` [rad],
+held over the physics substeps (50 Hz control).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+
+import jax
+import jax.numpy as jp
+import numpy as np
+from mujoco import mjx
+
+from locomotion.envs import State
+from locomotion.mjx_env import MjxEnv, box_bottom_height
+from locomotion.robots import QUADRUPED
+
+
+@dataclasses.dataclass(frozen=True, kw_only=True)
+class RewardScales:
+    """Weight of each reward term (0 switches a term off). The sum is multiplied by ctrl_dt."""
+
+    tracking_lin_vel: float = 1.5
+    tracking_ang_vel: float = 0.75
+    lin_vel_z: float = -2.0
+    ang_vel_xy: float = -0.05
+    orientation: float = -5.0
+    torques: float = -2e-3
+    joint_acc: float = -2.5e-6
+    action_rate: float = -0.01
+    feet_air_time: float = 1.0
+    collision: float = -1.0
+    stand_still: float = -0.5
+    termination: float = -10.0
+
+
+@dataclasses.dataclass(frozen=True, kw_only=True)
+class NoiseScales:
+    """Standard deviation of the observation noise, per component (0 disables)."""
+
+    gyro: float = 0.2  # [rad/s]
+    gravity: float = 0.05
+    joint_pos: float = 0.01  # [rad]
+    joint_vel: float = 1.5  # [rad/s]
+
+
+@dataclasses.dataclass(frozen=True, kw_only=True)
+class QuadrupedJoystickConfig:
+    """Task settings; reward, noise and randomization are nested dataclasses."""
+
+    scene: str = "flat"
+    ctrl_dt: float = 0.02  # [s] control period
+    episode_seconds: float = 20.0  # [s] time limit (a truncation, not a termination)
+    action_scale: float = 0.3  # [rad] per unit action
+    tracking_sigma: float = 0.25  # [(m/s)^2] width of the tracking kernels
+    air_time_target: float = 0.2  # [s] feet_air_time rewards swings longer than this
+    vx_range: tuple[float, float] = (-0.6, 1.0)  # [m/s]
+    vy_range: tuple[float, float] = (-0.5, 0.5)  # [m/s]
+    yaw_range: tuple[float, float] = (-1.0, 1.0)  # [rad/s]
+    zero_command_prob: float = 0.1  # share of commands that are exactly zero
+    resample_seconds: float = 5.0  # [s] commands are redrawn this often within an episode
+    fixed_command: tuple[float, float, float] | None = None  # evaluation: always this command
+    obs_noise: float = 1.0  # multiplies every NoiseScales entry (0 = clean observations)
+    noise: NoiseScales = NoiseScales()
+    rewards: RewardScales = RewardScales()
+    only_positive_rewards: bool = True  # clip the shaped reward at 0 (termination added after)
+    # Domain randomization, drawn per episode.
+    randomize: bool = True
+    friction_range: tuple[float, float] = (0.4, 1.25)
+    added_mass_range: tuple[float, float] = (-0.2, 0.5)  # [kg] on the base
+    motor_gain_range: tuple[float, float] = (0.85, 1.15)  # scales kp and kd
+    damping_range: tuple[float, float] = (0.5, 2.0)  # scales joint damping
+    push_seconds: float = 4.0  # [s] interval between pushes
+    push_velocity: float = 0.3  # [m/s] largest horizontal velocity kick
+    init_joint_noise: float = 0.1  # [rad] spread of the initial joint positions
+
+    def __post_init__(self):
+        if self.ctrl_dt <= 0 or self.episode_seconds <= 0:
+            raise ValueError("ctrl_dt and episode_seconds must be positive")
+        for name in ("vx_range", "vy_range", "yaw_range", "friction_range", "motor_gain_range",
+                     "damping_range", "added_mass_range"):
+            lo, hi = getattr(self, name)
+            if lo > hi:
+                raise ValueError(f"{name}: low {lo} is above high {hi}")
+        if not 0 <= self.zero_command_prob <= 1:
+            raise ValueError("zero_command_prob must be in [0, 1]")
+
+
+class QuadrupedJoystick(MjxEnv):
+    """Velocity-command tracking for the Solo-12-class quadruped."""
+
+    def __init__(self, config: QuadrupedJoystickConfig = QuadrupedJoystickConfig()):
+        super().__init__(QUADRUPED, config.scene, config.ctrl_dt)
+        self.config = config
+        self.episode_length = int(round(config.episode_seconds / config.ctrl_dt))
+        spec, m = self.robot, self.mj_model
+        self.default_pose = jp.array(spec.default_pose)
+        self.joint_lower, self.joint_upper = jp.array(spec.joint_lower), jp.array(spec.joint_upper)
+        self.init_qpos = jp.array(m.key_qpos[0])
+        self.base_body = self.id("body", spec.root_body)
+        self.imu_site = self.id("site", spec.imu_site)
+        self.base_geom = self.id("geom", "base")
+        self.base_half_size = np.asarray(m.geom_size[self.base_geom])
+        self.knee_geoms = np.array([self.id("geom", g) for g in spec.termination_geoms[1:]])
+        self.knee_radius = float(m.geom_size[self.knee_geoms[0], 0])
+        self.foot_pairs = np.array([self.id("pair", f"{g}_floor") for g in spec.foot_geoms])
+        self.base_mass = float(m.body_mass[self.base_body])
+        self.resample_steps = int(round(config.resample_seconds / config.ctrl_dt))
+        self.push_steps = int(round(config.push_seconds / config.ctrl_dt))
+
+    @property
+    def action_size(self) -> int:
+        return self.robot.num_joints
+
+    # ----------------------------------------------------------------------------------- reset
+    def reset(self, key: jax.Array) -> State:
+        c = self.config
+        key_q, key_cmd, key_dr, key_obs, key = jax.random.split(key, 5)
+        qpos = self.init_qpos.at[7:].add(
+            jax.random.uniform(key_q, (12,), minval=-c.init_joint_noise, maxval=c.init_joint_noise))
+        qpos = qpos.at[7:].set(jp.clip(qpos[7:], self.joint_lower, self.joint_upper))
+        params = self.sample_params(key_dr)
+        data = mjx.make_data(self.mjx_model, impl=self.impl)
+        data = data.replace(qpos=qpos, ctrl=qpos[7:])
+        data = mjx.forward(self.randomized_model(params), data)
+        info = {
+            "rng": key,
+            "step": jp.zeros((), jp.int32),
+            "command": self.sample_command(key_cmd),
+            "last_action": jp.zeros(12),
+            "last_qvel": jp.zeros(18),
+            "feet_air_time": jp.zeros(4),
+            "last_contact": jp.ones(4, dtype=bool),
+            "params": params,
+        }
+        metrics = {f"reward/{name}": jp.zeros(()) for name in self.reward_names}
+        metrics.update({"tracking/lin_vel_error": jp.zeros(()), "tracking/ang_vel_error": jp.zeros(())})
+        obs = self.observation(data, info, key_obs)
+        return State(data, obs, jp.zeros(()), jp.zeros(()), metrics, info)
+
+    # ------------------------------------------------------------------------------------ step
+    def step(self, state: State, action: jax.Array) -> State:
+        c = self.config
+        info = dict(state.info)
+        key, key_cmd, key_push, key_obs = jax.random.split(info["rng"], 4)
+        action = jp.clip(action, -1.0, 1.0)
+        target = jp.clip(self.default_pose + c.action_scale * action, self.joint_lower,
+                         self.joint_upper)
+
+        data = state.pipeline_state
+        push = jax.random.uniform(key_push, (2,), minval=-1.0, maxval=1.0) * c.push_velocity
+        do_push = (info["step"] > 0) & (info["step"] % self.push_steps == 0) & c.randomize
+        data = data.replace(qvel=data.qvel.at[:2].add(push * do_push))
+        model = self.randomized_model(info["params"])
+        data = self.physics_step(model, data, target)
+
+        contact = self.foot_contacts(data)
+        first_contact = (info["feet_air_time"] > 0) & contact & ~info["last_contact"]
+        info["feet_air_time"] = info["feet_air_time"] + c.ctrl_dt
+        terms = self.reward_terms(data, action, info, first_contact)
+        info["feet_air_time"] = jp.where(contact, 0.0, info["feet_air_time"])
+        info["last_contact"] = contact
+
+        fallen = self.fallen(data)
+        terms["termination"] = fallen * 1.0
+        scales = dataclasses.asdict(c.rewards)
+        shaped = sum(scales[k] * v for k, v in terms.items() if k != "termination")
+        if c.only_positive_rewards:
+            shaped = jp.maximum(shaped, 0.0)
+        reward = (shaped + scales["termination"] * terms["termination"]) * c.ctrl_dt
+
+        step = info["step"] + 1
+        resample = (step % self.resample_steps == 0) & (c.fixed_command is None)
+        info["command"] = jp.where(resample, self.sample_command(key_cmd), info["command"])
+        info.update(rng=key, step=step, last_action=action, last_qvel=data.qvel)
+
+        metrics = {f"reward/{k}": v for k, v in terms.items()}
+        v_local, w_local = self.sensor(data, "local_linvel"), self.sensor(data, "gyro")
+        cmd = state.info["command"]
+        metrics["tracking/lin_vel_error"] = jp.linalg.norm(cmd[:2] - v_local[:2])
+        metrics["tracking/ang_vel_error"] = jp.abs(cmd[2] - w_local[2])
+        obs = self.observation(data, info, key_obs)
+        return state.replace(pipeline_state=data, obs=obs, reward=reward, done=fallen * 1.0,
+                             metrics=metrics, info=info)
+
+    # ----------------------------------------------------------------------------- observation
+    def observation(self, data: mjx.Data, info: dict, key: jax.Array) -> dict[str, jax.Array]:
+        """Actor and critic observations; the single definition used by training and replay."""
+        c, n = self.config, self.config.noise
+        gyro = self.sensor(data, "gyro")
+        gravity = self.projected_gravity(data)
+        joint_pos = data.qpos[7:] - self.default_pose
+        joint_vel = data.qvel[6:]
+        clean = [gyro, gravity, info["command"], joint_pos, joint_vel, info["last_action"]]
+        sigmas = [n.gyro, n.gravity, 0.0, n.joint_pos, n.joint_vel, 0.0]
+        keys = jax.random.split(key, len(clean))
+        noisy = [x + c.obs_noise * s * jax.random.normal(k, x.shape)
+                 for x, s, k in zip(clean, sigmas, keys, strict=True)]
+        p = info["params"]
+        privileged = [*clean, self.sensor(data, "local_linvel"), self.foot_contacts(data) * 1.0,
+                      jp.stack([p["friction"], p["added_mass"], p["motor_gain"], p["damping"]])]
+        return {"state": jp.concatenate(noisy), "privileged_state": jp.concatenate(privileged)}
+
+    OBSERVATION_LAYOUT = (("gyro", 3), ("projected_gravity", 3), ("command", 3),
+                          ("joint_pos", 12), ("joint_vel", 12), ("last_action", 12))
+
+    # ------------------------------------------------------------------------------- rewards
+    reward_names = tuple(f.name for f in dataclasses.fields(RewardScales))
+
+    def reward_terms(self, data: mjx.Data, action: jax.Array, info: dict,
+                     first_contact: jax.Array) -> dict[str, jax.Array]:
+        """Unscaled reward terms, one small expression each."""
+        c = self.config
+        cmd = info["command"]
+        v = self.sensor(data, "local_linvel")
+        w = self.sensor(data, "gyro")
+        moving = jp.linalg.norm(cmd) > 0.1
+        return {
+            "tracking_lin_vel": jp.exp(-jp.sum((cmd[:2] - v[:2]) ** 2) / c.tracking_sigma),
+            "tracking_ang_vel": jp.exp(-((cmd[2] - w[2]) ** 2) / c.tracking_sigma),
+            "lin_vel_z": v[2] ** 2,
+            "ang_vel_xy": jp.sum(w[:2] ** 2),
+            "orientation": jp.sum(self.projected_gravity(data)[:2] ** 2),
+            "torques": jp.sum(data.actuator_force**2),
+            "joint_acc": jp.sum(((data.qvel[6:] - info["last_qvel"][6:]) / c.ctrl_dt) ** 2),
+            "action_rate": jp.sum((action - info["last_action"]) ** 2),
+            "feet_air_time": jp.sum((info["feet_air_time"] - c.air_time_target) * first_contact)
+            * moving,
+            "collision": jp.sum(self.knee_heights(data) < 0.0) * 1.0,
+            "stand_still": jp.sum(jp.abs(data.qpos[7:] - self.default_pose)) * ~moving,
+        }
+
+    # --------------------------------------------------------------------------------- helpers
+    def projected_gravity(self, data: mjx.Data) -> jax.Array:
+        """Gravity direction in the IMU frame: R^T [0, 0, -1]."""
+        return -data.site_xmat[self.imu_site][2, :]
+
+    def foot_contacts(self, data: mjx.Data) -> jax.Array:
+        """Foot touching the floor, from the touch sensors [bool, 4]."""
+        names = [f"{leg}_touch" for leg in ("FL", "FR", "HL", "HR")]
+        return jp.concatenate([self.sensor(data, s) for s in names]) > 1.0
+
+    def knee_heights(self, data: mjx.Data) -> jax.Array:
+        return data.geom_xpos[self.knee_geoms, 2] - self.knee_radius
+
+    def fallen(self, data: mjx.Data) -> jax.Array:
+        """Base or a knee touches the floor, or the robot is upside down."""
+        base_low = box_bottom_height(data, self.base_geom, self.base_half_size) < 0.005
+        knee_low = jp.any(self.knee_heights(data) < 0.002)
+        upside_down = self.projected_gravity(data)[2] > 0.0
+        return base_low | knee_low | upside_down
+
+    def sample_command(self, key: jax.Array) -> jax.Array:
+        c = self.config
+        if c.fixed_command is not None:
+            return jp.array(c.fixed_command, dtype=jp.float32)
+        key_x, key_y, key_w, key_zero = jax.random.split(key, 4)
+        cmd = jp.stack([
+            jax.random.uniform(key_x, minval=c.vx_range[0], maxval=c.vx_range[1]),
+            jax.random.uniform(key_y, minval=c.vy_range[0], maxval=c.vy_range[1]),
+            jax.random.uniform(key_w, minval=c.yaw_range[0], maxval=c.yaw_range[1]),
+        ])
+        return jp.where(jax.random.uniform(key_zero) < c.zero_command_prob, 0.0, cmd)
+
+    def sample_params(self, key: jax.Array) -> dict[str, jax.Array]:
+        """Per-episode physics parameters (nominal values when randomization is off)."""
+        c = self.config
+        if not c.randomize:
+            return {"friction": jp.array(0.8), "added_mass": jp.array(0.0),
+                    "motor_gain": jp.array(1.0), "damping": jp.array(1.0)}
+        keys = jax.random.split(key, 4)
+        u = lambda k, r: jax.random.uniform(k, minval=r[0], maxval=r[1])
+        return {"friction": u(keys[0], c.friction_range),
+                "added_mass": u(keys[1], c.added_mass_range),
+                "motor_gain": u(keys[2], c.motor_gain_range),
+                "damping": u(keys[3], c.damping_range)}
+
+    def randomized_model(self, params: dict[str, jax.Array]) -> mjx.Model:
+        """The MJX model with this episode's physics (only JAX-array fields change)."""
+        m = self.mjx_model
+        friction = m.pair_friction.at[self.foot_pairs, :2].set(params["friction"])
+        mass = m.body_mass.at[self.base_body].add(params["added_mass"])
+        gain = m.actuator_gainprm.at[:, 0].multiply(params["motor_gain"])
+        bias = m.actuator_biasprm.at[:, 1:3].multiply(params["motor_gain"])
+        damping = m.dof_damping.at[6:].multiply(params["damping"])
+        return m.replace(pair_friction=friction, body_mass=mass, actuator_gainprm=gain,
+                         actuator_biasprm=bias, dof_damping=damping)

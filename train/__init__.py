@@ -1,0 +1,1 @@
+"""PPO on the environment interface; knows nothing about any particular task."""

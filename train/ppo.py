@@ -1,0 +1,252 @@
+"""PPO as pure functions: `init(...) -> TrainState`, `train_step(state) -> (state, metrics)`.
+
+One call of the jitted `train_step` is a whole iteration: rollout (lax.scan over the vmapped,
+batched environment), GAE, and all epochs of minibatch updates (a scan of scans). The environment
+batch is sharded over all local devices along the "batch" mesh axis; parameters are replicated,
+and XLA inserts the cross-device reductions (gradients, batch statistics).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import functools
+from typing import Any
+
+import jax
+import jax.numpy as jp
+import numpy as np
+import optax
+from flax import struct
+from jax.sharding import Mesh, NamedSharding, PartitionSpec
+
+from locomotion.envs import State, TrainingWrapper
+from locomotion.train.config import PPOConfig
+from locomotion.train.losses import compute_gae, ppo_loss
+from locomotion.train.networks import Actor, Critic, gaussian_kl, gaussian_log_prob
+from locomotion.train.normalizer import RunningStats
+
+ACTOR_OBS, CRITIC_OBS = "state", "privileged_state"
+
+
+@struct.dataclass
+class TrainState:
+    """Everything a run needs to continue exactly: saved whole in checkpoints."""
+
+    params: dict[str, Any]  # {"actor": ..., "critic": ...}
+    opt_state: Any
+    obs_stats: RunningStats
+    critic_obs_stats: RunningStats
+    env_state: State
+    key: jax.Array
+    iteration: jax.Array  # int32 scalar
+
+
+@dataclasses.dataclass(frozen=True)
+class Networks:
+    actor: Actor
+    critic: Critic
+
+
+def make_networks(action_size: int, cfg: PPOConfig) -> Networks:
+    return Networks(Actor(cfg.actor_hidden, action_size, cfg.init_log_std),
+                    Critic(cfg.critic_hidden))
+
+
+def make_optimizer(cfg: PPOConfig) -> optax.GradientTransformation:
+    adam = optax.inject_hyperparams(optax.adam)(learning_rate=cfg.learning_rate)
+    return optax.chain(optax.clip_by_global_norm(cfg.max_grad_norm), adam)
+
+
+def make_mesh(num_envs: int) -> Mesh:
+    """A 1-D mesh over all local devices; num_envs must split evenly across them."""
+    devices = jax.local_devices()
+    if num_envs % len(devices):
+        raise ValueError(f"num_envs={num_envs} does not split evenly over {len(devices)} devices")
+    return Mesh(np.array(devices), ("batch",))
+
+
+def shard_env_state(env_state: State, mesh: Mesh) -> State:
+    """Place the env batch (leading axis) across the mesh."""
+    sharding = NamedSharding(mesh, PartitionSpec("batch"))
+    return jax.device_put(env_state, sharding)
+
+
+def init(env: TrainingWrapper, cfg: PPOConfig, key: jax.Array, mesh: Mesh) -> TrainState:
+    """Fresh parameters, optimizer, normalizers and a reset environment batch."""
+    nets = make_networks(env.action_size, cfg)
+    sizes = env.observation_size
+    key_actor, key_critic, key_env, key = jax.random.split(key, 4)
+    params = {
+        "actor": nets.actor.init(key_actor, jp.zeros((1, sizes[ACTOR_OBS]))),
+        "critic": nets.critic.init(key_critic, jp.zeros((1, sizes[CRITIC_OBS]))),
+    }
+    env_state = shard_env_state(jax.jit(env.reset)(key_env), mesh)
+    replicated = NamedSharding(mesh, PartitionSpec())
+    state = TrainState(
+        params=params,
+        opt_state=make_optimizer(cfg).init(params),
+        obs_stats=RunningStats.create(sizes[ACTOR_OBS]),
+        critic_obs_stats=RunningStats.create(sizes[CRITIC_OBS]),
+        env_state=env_state,
+        key=key,
+        iteration=jp.zeros((), jp.int32),
+    )
+    rest = jax.device_put(state.replace(env_state=None), replicated)
+    return rest.replace(env_state=env_state)
+
+
+def policy_fn(nets: Networks, params, obs_stats: RunningStats, cfg: PPOConfig):
+    """Deterministic policy obs -> action (the Gaussian's mean), normalizer included."""
+
+    def act(obs: jax.Array) -> jax.Array:
+        if cfg.normalize_observations:
+            obs = obs_stats.normalize(obs)
+        return nets.actor.apply(params["actor"], obs)[0]
+
+    return act
+
+
+def rollout(env: TrainingWrapper, nets: Networks, cfg: PPOConfig, state: TrainState,
+            key: jax.Array) -> tuple[State, dict[str, jax.Array]]:
+    """Collect cfg.unroll_length steps from every env. Returns the new env state and [T, B] data."""
+    normalize = cfg.normalize_observations
+
+    def one_step(env_state: State, key_step: jax.Array):
+        obs = env_state.obs[ACTOR_OBS]
+        obs_in = state.obs_stats.normalize(obs) if normalize else obs
+        mean, log_std = nets.actor.apply(state.params["actor"], obs_in)
+        action = mean + jp.exp(log_std) * jax.random.normal(key_step, mean.shape)
+        next_state = env.step(env_state, action)
+        data = {
+            "obs": obs,
+            "critic_obs": env_state.obs[CRITIC_OBS],
+            "next_critic_obs": next_state.info["final_obs"][CRITIC_OBS],
+            "actions": action,
+            "log_probs": gaussian_log_prob(action, mean, log_std),
+            "old_mean": mean,
+            "old_log_std": log_std,
+            "rewards": next_state.reward,
+            "terminations": next_state.info["termination"],
+            "truncations": next_state.info["truncation"],
+            "dones": next_state.done,
+            "metrics": next_state.metrics,
+        }
+        return next_state, data
+
+    keys = jax.random.split(key, cfg.unroll_length)
+    return jax.lax.scan(one_step, state.env_state, keys)
+
+
+def summarize(data: dict[str, jax.Array]) -> dict[str, jax.Array]:
+    """Per-iteration means: step metrics over all steps, episode metrics over finished episodes."""
+    dones = data["dones"]
+    finished = dones.sum()
+    out = {"episode/count": finished}
+    for name, value in data["metrics"].items():
+        if name.startswith("episode/"):
+            out[name] = jp.sum(value * dones) / jp.maximum(finished, 1.0)
+        else:
+            out[name] = value.mean()
+    out["episode/termination_rate"] = data["terminations"].mean()
+    return out
+
+
+def train_step(env: TrainingWrapper, cfg: PPOConfig, num_iterations: int,
+               state: TrainState) -> tuple[TrainState, dict[str, jax.Array]]:
+    """One PPO iteration: rollout, normalizer update, GAE, minibatch epochs."""
+    nets = make_networks(env.action_size, cfg)
+    optimizer = make_optimizer(cfg)
+    key_rollout, key_update, key = jax.random.split(state.key, 3)
+    env_state, data = rollout(env, nets, cfg, state, key_rollout)
+
+    obs_stats, critic_stats = state.obs_stats, state.critic_obs_stats
+    if cfg.normalize_observations:
+        obs_stats = obs_stats.update(data["obs"])
+        critic_stats = critic_stats.update(data["critic_obs"])
+        norm, cnorm = obs_stats.normalize, critic_stats.normalize
+    else:
+        norm = cnorm = lambda x: x
+
+    critic = functools.partial(nets.critic.apply, state.params["critic"])
+    values = critic(cnorm(data["critic_obs"]))
+    next_values = critic(cnorm(data["next_critic_obs"]))
+    advantages, returns = compute_gae(data["rewards"], values, next_values, data["terminations"],
+                                      data["truncations"], cfg.gamma, cfg.gae_lambda)
+    batch = {
+        "obs": norm(data["obs"]),
+        "critic_obs": cnorm(data["critic_obs"]),
+        "actions": data["actions"],
+        "log_probs": data["log_probs"],
+        "old_mean": data["old_mean"],
+        "old_log_std": data["old_log_std"],
+        "advantages": advantages,
+        "returns": returns,
+        "values": values,
+    }
+    batch = jax.tree.map(lambda x: x.reshape(cfg.batch_size, *x.shape[2:]), batch)
+
+    opt_state = state.opt_state
+    if cfg.lr_schedule == "linear":
+        frac = 1.0 - state.iteration / max(num_iterations, 1)
+        opt_state = set_learning_rate(opt_state, cfg.learning_rate * jp.maximum(frac, 0.0))
+
+    def loss_fn(params, minibatch):
+        return ppo_loss(params["actor"], params["critic"], nets.actor.apply, nets.critic.apply,
+                        minibatch, cfg)
+
+    def minibatch_step(carry, minibatch):
+        params, opt_state = carry
+        (loss, (metrics, mean, log_std)), grads = jax.value_and_grad(loss_fn, has_aux=True)(
+            params, minibatch)
+        kl = gaussian_kl(minibatch["old_mean"], minibatch["old_log_std"], mean, log_std).mean()
+        if cfg.lr_schedule == "adaptive":
+            lr = get_learning_rate(opt_state)
+            lr = jp.where(kl > 2.0 * cfg.desired_kl, jp.maximum(lr / 1.5, 1e-5), lr)
+            lr = jp.where(kl < 0.5 * cfg.desired_kl, jp.minimum(lr * 1.5, 1e-2), lr)
+            opt_state = set_learning_rate(opt_state, lr)
+        updates, opt_state = optimizer.update(grads, opt_state, params)
+        params = optax.apply_updates(params, updates)
+        metrics = {**metrics, "losses/total": loss, "losses/approx_kl": kl,
+                   "losses/grad_norm": optax.global_norm(grads)}
+        return (params, opt_state), metrics
+
+    def epoch(carry, key_epoch):
+        perm = jax.random.permutation(key_epoch, cfg.batch_size)
+        shuffled = jax.tree.map(
+            lambda x: x[perm].reshape(cfg.num_minibatches, -1, *x.shape[1:]), batch)
+        return jax.lax.scan(minibatch_step, carry, shuffled)
+
+    (params, opt_state), losses = jax.lax.scan(
+        epoch, (state.params, opt_state), jax.random.split(key_update, cfg.num_epochs))
+
+    metrics = summarize(data)
+    metrics.update(jax.tree.map(jp.mean, losses))
+    metrics["losses/learning_rate"] = get_learning_rate(opt_state)
+    metrics["losses/action_std"] = jp.exp(params["actor"]["params"]["log_std"]).mean()
+    metrics["losses/explained_variance"] = 1.0 - jp.var(returns - values) / (jp.var(returns) + 1e-8)
+    new_state = TrainState(params=params, opt_state=opt_state, obs_stats=obs_stats,
+                           critic_obs_stats=critic_stats, env_state=env_state, key=key,
+                           iteration=state.iteration + 1)
+    return new_state, metrics
+
+
+def get_learning_rate(opt_state) -> jax.Array:
+    return opt_state[1].hyperparams["learning_rate"]
+
+
+def set_learning_rate(opt_state, lr: jax.Array):
+    adam_state = opt_state[1]
+    hyperparams = {**adam_state.hyperparams, "learning_rate": jp.asarray(lr, jp.float32)}
+    return (opt_state[0], adam_state._replace(hyperparams=hyperparams), *opt_state[2:])
+
+
+def make_train_step(env: TrainingWrapper, cfg: PPOConfig, num_iterations: int, mesh: Mesh):
+    """The jitted iteration; the env state keeps its batch sharding across calls."""
+    env_sharding = NamedSharding(mesh, PartitionSpec("batch"))
+
+    def step(state: TrainState):
+        state, metrics = train_step(env, cfg, num_iterations, state)
+        env_state = jax.lax.with_sharding_constraint(state.env_state, env_sharding)
+        return state.replace(env_state=env_state), metrics
+
+    return jax.jit(step, donate_argnums=0)
