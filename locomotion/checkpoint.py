@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import zipfile
 from pathlib import Path
 from typing import Any
 
@@ -33,7 +34,7 @@ def load(path: str | Path, template: Any) -> Any:
     try:
         with np.load(path, allow_pickle=False) as f:
             stored = {k: f[k] for k in f.files}
-    except (ValueError, OSError) as err:
+    except (ValueError, OSError, EOFError, zipfile.BadZipFile) as err:
         raise ValueError(f"checkpoint {path} is unreadable or corrupted: {err}") from None
     leaves, treedef = jax.tree_util.tree_flatten_with_path(template)
     out = []

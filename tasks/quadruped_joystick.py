@@ -33,7 +33,7 @@ class RewardScales:
     ang_vel_xy: float = -0.05
     orientation: float = -5.0
     torques: float = -2e-3
-    joint_acc: float = -2.5e-6
+    joint_acc: float = -2.5e-7
     action_rate: float = -0.01
     feet_air_time: float = 1.0
     collision: float = -1.0

@@ -159,11 +159,13 @@ def train_step(env: TrainingWrapper, cfg: PPOConfig, num_iterations: int,
     key_rollout, key_update, key = jax.random.split(state.key, 3)
     env_state, data = rollout(env, nets, cfg, state, key_rollout)
 
+    # The update normalizes with the statistics the rollout acted with, so the probability
+    # ratios see only the parameter change; the statistics absorb this batch afterwards.
     obs_stats, critic_stats = state.obs_stats, state.critic_obs_stats
     if cfg.normalize_observations:
+        norm, cnorm = obs_stats.normalize, critic_stats.normalize
         obs_stats = obs_stats.update(data["obs"])
         critic_stats = critic_stats.update(data["critic_obs"])
-        norm, cnorm = obs_stats.normalize, critic_stats.normalize
     else:
         norm = cnorm = lambda x: x
 
@@ -207,7 +209,7 @@ def train_step(env: TrainingWrapper, cfg: PPOConfig, num_iterations: int,
         updates, opt_state = optimizer.update(grads, opt_state, params)
         params = optax.apply_updates(params, updates)
         metrics = {**metrics, "losses/total": loss, "losses/approx_kl": kl,
-                   "losses/grad_norm": optax.global_norm(grads)}
+                   "losses/grad_norm": optax.tree.norm(grads)}
         return (params, opt_state), metrics
 
     def epoch(carry, key_epoch):

@@ -1,0 +1,1 @@
+import locomotion  # noqa: F401  (sets XLA flags before jax starts)

@@ -1,0 +1,63 @@
+"""The `locomotion` command end to end, and its one-line errors for user mistakes."""
+
+import json
+import subprocess
+import sys
+
+import pytest
+
+from locomotion.cli import main
+from locomotion.runlog import read_metrics
+
+
+def run_cli(*args, timeout=900):
+    return subprocess.run([sys.executable, "-m", "locomotion.cli", *args], capture_output=True,
+                          text=True, timeout=timeout)
+
+
+def test_list_prints_tasks(capsys):
+    assert main(["list"]) == 0
+    out = capsys.readouterr().out
+    assert "quadruped_joystick" in out and "pendulum_swingup" in out
+
+
+@pytest.mark.parametrize(
+    "args, message",
+    [
+        (["train", "walk_on_air"], "unknown task 'walk_on_air'"),
+        (["fly"], "unknown command 'fly'"),
+        (["train", "--resume", "/nonexistent/run"], "has no config.json"),
+    ],
+)
+def test_user_errors_are_one_line(args, message, capsys):
+    assert main(args) == 2
+    err = capsys.readouterr().err.strip()
+    assert message in err and len(err.splitlines()) == 1 and "Traceback" not in err
+
+
+def test_invalid_config_value_is_one_line():
+    result = run_cli("train", "pendulum_swingup", "--ppo.gamma", "1.5", timeout=300)
+    assert result.returncode == 2
+    assert "gamma must be in (0, 1]" in result.stderr and "Traceback" not in result.stderr
+
+
+@pytest.mark.slow
+def test_train_quadruped_smoke_end_to_end(tmp_path):
+    """`locomotion train quadruped_joystick --preset smoke`: config, metrics, TensorBoard,
+    checkpoints and the final evaluation all land in the run directory."""
+    run_dir = tmp_path / "run"
+    result = run_cli("train", "quadruped_joystick", "--preset", "smoke", "--run-dir",
+                     str(run_dir))
+    assert result.returncode == 0, result.stderr[-3000:]
+    config = json.loads((run_dir / "config.json").read_text())
+    assert config["task"] == "quadruped_joystick" and config["ppo"]["num_envs"] == 32
+    rows = read_metrics(run_dir)
+    assert [r["perf/iteration"] for r in rows if "perf/iteration" in r] == [1, 2, 3]
+    assert all("reward/tracking_lin_vel" in r and "losses/total" in r
+               for r in rows if "perf/iteration" in r)
+    assert any(p.name.startswith("events.out.tfevents") for p in (run_dir / "tensorboard").iterdir())
+    assert sorted(p.name for p in (run_dir / "checkpoints").iterdir()) == [
+        "ckpt_0000002.npz", "ckpt_0000003.npz"]
+    evaluation = json.loads((run_dir / "eval.json").read_text())
+    assert 0.0 <= evaluation["eval/fall_rate"] <= 1.0
+    assert "eval/tracking/lin_vel_error" in evaluation

@@ -1,0 +1,109 @@
+"""Every registered task: the env API, 1000 randomized steps, finite observations of the
+declared size; and the quadruped's task logic."""
+
+import jax
+import jax.numpy as jp
+import numpy as np
+import pytest
+
+from locomotion import registry
+from locomotion.envs import TrainingWrapper
+
+
+@pytest.mark.parametrize("name", registry.names())
+def test_task_runs_1000_randomized_steps(name):
+    env = registry.make(name)
+    sizes = env.observation_size
+    assert set(sizes) == {"state", "privileged_state"}
+    num_envs = 4
+    wrapped = TrainingWrapper(env, num_envs)
+
+    @jax.jit
+    def run(key):
+        key_reset, key_act = jax.random.split(key)
+        state = wrapped.reset(key_reset)
+
+        def one(state, key_t):
+            action = jax.random.uniform(key_t, (num_envs, env.action_size), minval=-1, maxval=1)
+            state = wrapped.step(state, action)
+            finite = jp.all(jp.isfinite(state.obs["state"])) & jp.all(
+                jp.isfinite(state.obs["privileged_state"])) & jp.all(jp.isfinite(state.reward))
+            return state, (finite, state.done, state.info["truncation"])
+
+        return jax.lax.scan(one, state, jax.random.split(key_act, 1000))
+
+    state, (finite, done, truncation) = run(jax.random.PRNGKey(0))
+    assert state.obs["state"].shape == (num_envs, sizes["state"])
+    assert state.obs["privileged_state"].shape == (num_envs, sizes["privileged_state"])
+    assert bool(finite.all())
+    # 1000 steps reach every task's time limit: every env ended (and auto-reset) at least once.
+    assert bool((done.sum(axis=0) >= 1).all())
+    assert bool((truncation <= done).all())  # a truncation is always an episode end
+
+
+def test_unknown_task_is_a_clear_error():
+    with pytest.raises(KeyError, match="unknown task 'walk'; known tasks: .*quadruped_joystick"):
+        registry.make("walk")
+
+
+def test_invalid_config_values_are_rejected():
+    from locomotion.tasks.quadruped_joystick import QuadrupedJoystickConfig
+    from locomotion.train.config import PPOConfig
+
+    with pytest.raises(ValueError, match="vx_range"):
+        QuadrupedJoystickConfig(vx_range=(1.0, -1.0))
+    with pytest.raises(ValueError, match="divisible by num_minibatches"):
+        PPOConfig(num_envs=10, unroll_length=3, num_minibatches=4)
+    with pytest.raises(ValueError, match="gamma"):
+        PPOConfig(gamma=1.5)
+
+
+@pytest.fixture(scope="module")
+def joystick():
+    from locomotion.tasks.quadruped_joystick import QuadrupedJoystickConfig
+
+    return registry.make("quadruped_joystick", QuadrupedJoystickConfig(randomize=False))
+
+
+def test_joystick_time_limit_is_truncation_not_termination(joystick):
+    """Standing still with zero action survives to the 20 s limit, which is a truncation."""
+    wrapped = TrainingWrapper(joystick, 2)
+    assert joystick.episode_length == 1000  # 20 s at 50 Hz
+
+    @jax.jit
+    def run(key):
+        state = wrapped.reset(key)
+        return jax.lax.scan(lambda s, _: (wrapped.step(s, jp.zeros((2, 12))),) * 2, state,
+                            None, length=joystick.episode_length)[1]
+
+    traj = run(jax.random.PRNGKey(1))
+    trunc = np.asarray(traj.info["truncation"])
+    term = np.asarray(traj.info["termination"])
+    assert term.sum() == 0  # never fell
+    np.testing.assert_array_equal(trunc[-1], [1.0, 1.0])
+    assert trunc[:-1].sum() == 0
+    # The automatic reset happened: the step counter restarted.
+    np.testing.assert_array_equal(np.asarray(traj.info["steps"][-1]), [0, 0])
+
+
+def test_joystick_falls_terminate(joystick):
+    """An upside-down robot is a termination (done=1) with the termination reward term."""
+    state = jax.jit(joystick.reset)(jax.random.PRNGKey(0))
+    data = state.pipeline_state
+    flipped = data.replace(qpos=data.qpos.at[3:7].set(jp.array([0.0, 1.0, 0.0, 0.0])))
+    nstate = jax.jit(joystick.step)(state.replace(pipeline_state=flipped), jp.zeros(12))
+    assert float(nstate.done) == 1.0
+    assert float(nstate.metrics["reward/termination"]) == 1.0
+
+
+def test_joystick_commands_resample_with_zero_share():
+    from locomotion.tasks.quadruped_joystick import QuadrupedJoystickConfig
+
+    env = registry.make("quadruped_joystick", QuadrupedJoystickConfig(zero_command_prob=0.5))
+    cmds = np.asarray(jax.jit(jax.vmap(env.sample_command))(
+        jax.random.split(jax.random.PRNGKey(0), 2000)))
+    zero = (cmds == 0).all(axis=1).mean()
+    assert 0.45 < zero < 0.55
+    moving = cmds[(cmds != 0).any(axis=1)]
+    assert moving[:, 0].min() >= -0.6 and moving[:, 0].max() <= 1.0
+    assert env.resample_steps == 250  # every 5 s
