@@ -14,12 +14,12 @@ import argparse
 import dataclasses
 import time
 
-import locomotion  # noqa: F401  (XLA flags before jax starts)
 import jax
 import jax.numpy as jp
 import mujoco
 import numpy as np
 
+import locomotion  # noqa: F401  (XLA flags before jax starts)
 from locomotion import registry
 from locomotion.envs import TrainingWrapper
 from locomotion.train import ppo
@@ -88,16 +88,23 @@ def main():
     env = entry.env_class(entry.env_config)
     ppo_cfg = entry.presets["gpu" if jax.default_backend() == "gpu" else "cpu"][0]
     reference = native_reference(env)
-    print(f"task {args.task} | backend {jax.default_backend()} ({jax.devices()[0].device_kind}) "
-          f"| jax {jax.__version__} | control dt {env.dt} s, {env.n_substeps} physics substeps")
+    print(
+        f"task {args.task} | backend {jax.default_backend()} ({jax.devices()[0].device_kind}) "
+        f"| jax {jax.__version__} | control dt {env.dt} s, {env.n_substeps} physics substeps"
+    )
     print(f"reference: native MuJoCo, 1 core: {reference:,.0f} control steps/s")
-    print(f"{'num_envs':>9} | {'env steps/s':>12} | {'x native':>8} | {'train steps/s':>13} | "
-          f"{'x native':>8}")
+    print(
+        f"{'num_envs':>9} | {'env steps/s':>12} | {'x native':>8} | {'train steps/s':>13} | "
+        f"{'x native':>8}"
+    )
     for n in args.num_envs:
         env_sps = env_throughput(env, n)
         train_sps = float("nan") if args.skip_train else train_throughput(env, ppo_cfg, n)
-        print(f"{n:>9} | {env_sps:>12,.0f} | {env_sps / reference:>8.2f} | {train_sps:>13,.0f} | "
-              f"{train_sps / reference:>8.2f}", flush=True)
+        print(
+            f"{n:>9} | {env_sps:>12,.0f} | {env_sps / reference:>8.2f} | {train_sps:>13,.0f} | "
+            f"{train_sps / reference:>8.2f}",
+            flush=True,
+        )
 
 
 if __name__ == "__main__":

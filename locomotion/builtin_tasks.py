@@ -16,19 +16,36 @@ from locomotion.train.config import PPOConfig
 def _pendulum() -> TaskEntry:
     from locomotion.tasks.pendulum import Pendulum, PendulumConfig
 
-    ppo = PPOConfig(num_envs=64, unroll_length=32, num_minibatches=4, num_epochs=4,
-                    learning_rate=3e-3, gamma=0.97, ent_coef=0.0, actor_hidden=(32, 32),
-                    critic_hidden=(64, 64), init_log_std=-0.5)
+    ppo = PPOConfig(
+        num_envs=64,
+        unroll_length=32,
+        num_minibatches=4,
+        num_epochs=4,
+        learning_rate=3e-3,
+        gamma=0.97,
+        ent_coef=0.0,
+        actor_hidden=(32, 32),
+        critic_hidden=(64, 64),
+        init_log_std=-0.5,
+    )
     return TaskEntry(
         name="pendulum_swingup",
         description="Torque-limited pendulum swing-up (pure JAX, a fast check that PPO learns)",
         env_class=Pendulum,
         env_config=PendulumConfig(),
         presets={
-            "smoke": (ppo, RunConfig(num_iterations=5, checkpoint_every=5, eval_envs=0)),
-            "cpu": (ppo, RunConfig(num_iterations=150, checkpoint_every=50, eval_envs=0)),
-            "gpu": (dataclasses.replace(ppo, num_envs=1024),
-                    RunConfig(num_iterations=150, checkpoint_every=50, eval_envs=0)),
+            "smoke": (
+                ppo,
+                RunConfig(num_iterations=5, checkpoint_every=5, eval_envs=0, video_seconds=0),
+            ),
+            "cpu": (
+                ppo,
+                RunConfig(num_iterations=150, checkpoint_every=50, eval_envs=0, video_seconds=0),
+            ),
+            "gpu": (
+                dataclasses.replace(ppo, num_envs=1024),
+                RunConfig(num_iterations=150, checkpoint_every=50, eval_envs=0, video_seconds=0),
+            ),
         },
     )
 
@@ -44,13 +61,28 @@ def _quadruped_joystick() -> TaskEntry:
         env_class=QuadrupedJoystick,
         env_config=QuadrupedJoystickConfig(),
         presets={
-            "smoke": (dataclasses.replace(cpu, num_envs=32, unroll_length=8, num_epochs=2,
-                                          actor_hidden=(64, 64), critic_hidden=(64, 64)),
-                      RunConfig(num_iterations=3, checkpoint_every=2, eval_envs=8,
-                                eval_seconds=1.0)),
+            "smoke": (
+                dataclasses.replace(
+                    cpu,
+                    num_envs=32,
+                    unroll_length=8,
+                    num_epochs=2,
+                    actor_hidden=(64, 64),
+                    critic_hidden=(64, 64),
+                ),
+                RunConfig(
+                    num_iterations=3,
+                    checkpoint_every=2,
+                    eval_envs=8,
+                    eval_seconds=1.0,
+                    video_seconds=1.0,
+                ),
+            ),
             "cpu": (cpu, RunConfig(num_iterations=1200, checkpoint_every=50)),
-            "gpu": (dataclasses.replace(cpu, num_envs=8192, num_minibatches=8),
-                    RunConfig(num_iterations=1500, checkpoint_every=100)),
+            "gpu": (
+                dataclasses.replace(cpu, num_envs=8192, num_minibatches=8),
+                RunConfig(num_iterations=1500, checkpoint_every=100),
+            ),
         },
         eval_env_config=lambda cfg: dataclasses.replace(cfg, fixed_command=(0.5, 0.0, 0.0)),
     )

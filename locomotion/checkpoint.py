@@ -41,11 +41,24 @@ def load(path: str | Path, template: Any) -> Any:
     for p, leaf in leaves:
         k = _key(p)
         if k not in stored:
-            raise ValueError(f"checkpoint {path} lacks {k!r}: it was written for another "
-                             "task or network configuration")
+            raise ValueError(
+                f"checkpoint {path} lacks {k!r}: it was written for another "
+                "task or network configuration"
+            )
         value = stored[k]
         if value.shape != np.shape(leaf):
-            raise ValueError(f"checkpoint {path}: {k!r} has shape {value.shape}, the run "
-                             f"expects {np.shape(leaf)} (different task or config?)")
-        out.append(value.astype(np.asarray(leaf).dtype if hasattr(leaf, "dtype") else value.dtype))
+            raise ValueError(
+                f"checkpoint {path}: {k!r} has shape {value.shape}, the run "
+                f"expects {np.shape(leaf)} (different task or config?)"
+            )
+        out.append(value.astype(leaf.dtype) if hasattr(leaf, "dtype") else value)
     return jax.tree_util.tree_unflatten(treedef, out)
+
+
+def read_arrays(path: str | Path, prefix: str = "") -> dict[str, np.ndarray]:
+    """The arrays of a checkpoint whose key starts with `prefix` (no template needed)."""
+    try:
+        with np.load(Path(path), allow_pickle=False) as f:
+            return {k[len(prefix) :]: f[k] for k in f.files if k.startswith(prefix)}
+    except (ValueError, OSError, EOFError, zipfile.BadZipFile) as err:
+        raise ValueError(f"checkpoint {path} is unreadable or corrupted: {err}") from None

@@ -2,6 +2,12 @@
 
     locomotion list
     locomotion train TASK [--preset smoke|cpu|gpu] [--run-dir DIR] [--resume RUN_DIR] [overrides]
+    locomotion export RUN_DIR [-o DIR]
+    locomotion eval POLICY [--episodes N] [--seconds S] [--seed S] [--command vx,vy,wz]
+                           [--json FILE] [--compare-mjx]
+    locomotion video POLICY -o FILE.mp4 [--seconds S] [--command vx,vy,wz] [--width W --height H]
+
+POLICY is an exported policy directory or the name of a shipped policy (`locomotion list`).
 
 Overrides are generated from the config dataclasses by tyro, e.g. `--ppo.num-envs 256`
 `--run.num-iterations 100` `--env.rewards.torques -1e-3`; see `locomotion train TASK --help`.
@@ -26,7 +32,13 @@ def main(argv: list[str] | None = None) -> int:
             return _list()
         if command == "train":
             return _train(rest)
-        raise UserError(f"unknown command {command!r}; commands: list, train")
+        if command == "export":
+            return _export(rest)
+        if command == "eval":
+            return _eval(rest)
+        if command == "video":
+            return _video(rest)
+        raise UserError(f"unknown command {command!r}; commands: list, train, export, eval, video")
     except UserError as err:
         print(f"locomotion: error: {err}", file=sys.stderr)
         return 2
@@ -38,9 +50,145 @@ class UserError(Exception):
 
 def _list() -> int:
     from locomotion import registry
+    from locomotion.policy import shipped_policies
 
+    print("tasks:")
     for name in registry.names():
-        print(f"{name:24s} {registry.entry(name).description}")
+        print(f"  {name:24s} {registry.entry(name).description}")
+    print("shipped policies: " + (", ".join(shipped_policies()) or "none"))
+    return 0
+
+
+def _load_policy(name: str):
+    from locomotion.policy import PolicyError, load
+
+    try:
+        return load(name)
+    except PolicyError as err:
+        raise UserError(str(err)) from None
+
+
+def _parse_command(text: str | None):
+    if text is None:
+        return None
+    try:
+        values = tuple(float(x) for x in text.split(","))
+    except ValueError:
+        values = ()
+    if len(values) != 3:
+        raise UserError(f"--command takes vx,vy,wz (three numbers), got {text!r}")
+    return values
+
+
+def _export(args: list[str]) -> int:
+    parser = argparse.ArgumentParser(prog="locomotion export")
+    parser.add_argument("run_dir", type=Path)
+    parser.add_argument("-o", "--out", type=Path)
+    a = parser.parse_args(args)
+    from locomotion.export import export
+
+    try:
+        out = export(a.run_dir, a.out)
+    except (FileNotFoundError, ValueError, KeyError) as err:
+        raise UserError(str(err.args[0] if err.args else err)) from None
+    print(f"exported {out / 'policy.onnx'} and {out / 'policy.json'}")
+    return 0
+
+
+def _eval(args: list[str]) -> int:
+    parser = argparse.ArgumentParser(prog="locomotion eval")
+    parser.add_argument("policy")
+    parser.add_argument("--episodes", type=int, default=5)
+    parser.add_argument("--seconds", type=float, default=10.0)
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--command", help="fixed command vx,vy,wz (default: the task's sampling)")
+    parser.add_argument("--json", type=Path, help="write the metrics to this file")
+    parser.add_argument(
+        "--compare-mjx",
+        action="store_true",
+        help="also roll out in MJX with the same policy and commands",
+    )
+    a = parser.parse_args(args)
+    if a.episodes < 1 or a.seconds <= 0:
+        raise UserError("--episodes must be >= 1 and --seconds positive")
+    command = _parse_command(a.command)
+    policy = _load_policy(a.policy)
+    import json
+
+    from locomotion.replay import evaluate_mjx, evaluate_native
+
+    try:
+        result = evaluate_native(policy, a.episodes, a.seconds, a.seed, command)
+        if a.compare_mjx:
+            result["mjx"] = evaluate_mjx(policy, a.episodes, a.seconds, a.seed, command)
+    except ValueError as err:
+        raise UserError(str(err)) from None
+    result.update(seconds=a.seconds, seed=a.seed, command=command, policy=str(policy.path))
+    print(_table(result))
+    if a.json:
+        a.json.parent.mkdir(parents=True, exist_ok=True)
+        a.json.write_text(json.dumps(result, indent=2) + "\n")
+        print(f"wrote {a.json}")
+    return 0
+
+
+def _table(result: dict) -> str:
+    mjx = result.get("mjx")
+    rows = [
+        ("return_mean", "return (mean)"),
+        ("episode_length_mean", "episode length [steps]"),
+        ("fall_rate", "fall rate"),
+        ("lin_vel_error", "lin. velocity error [m/s]"),
+        ("ang_vel_error", "yaw-rate error [rad/s]"),
+    ]
+    rows += [
+        (f"constraint_violation_rate/{k}", f"violations: {k} [share of steps]")
+        for k in result["constraint_violation_rate"]
+    ]
+
+    def get(res, key):
+        if key.startswith("constraint_violation_rate/"):
+            return res["constraint_violation_rate"][key.split("/", 1)[1]]
+        return res[key]
+
+    head = (
+        f"{result['task']}: {result['episodes']} episodes x {result['seconds']} s, "
+        f"command {result['command'] or 'sampled'}"
+    )
+    lines = [
+        head,
+        f"{'metric':46s} {'native MuJoCo':>14s}" + (f" {'MJX':>10s} {'gap':>10s}" if mjx else ""),
+    ]
+    for key, label in rows:
+        native = get(result, key)
+        line = f"{label:46s} {native:14.4g}"
+        if mjx:
+            line += f" {get(mjx, key):10.4g} {native - get(mjx, key):10.3g}"
+        lines.append(line)
+    return "\n".join(lines)
+
+
+def _video(args: list[str]) -> int:
+    parser = argparse.ArgumentParser(prog="locomotion video")
+    parser.add_argument("policy")
+    parser.add_argument("-o", "--out", type=Path, required=True)
+    parser.add_argument("--seconds", type=float, default=5.0)
+    parser.add_argument("--command")
+    parser.add_argument("--width", type=int, default=640)
+    parser.add_argument("--height", type=int, default=360)
+    parser.add_argument("--seed", type=int, default=0)
+    a = parser.parse_args(args)
+    if a.seconds <= 0 or a.width < 16 or a.height < 16:
+        raise UserError("--seconds must be positive and --width/--height at least 16")
+    command = _parse_command(a.command)
+    policy = _load_policy(a.policy)
+    from locomotion.video import RenderError, render_policy
+
+    try:
+        render_policy(policy, a.out, a.seconds, command, a.width, a.height, a.seed)
+    except (RenderError, ValueError) as err:
+        raise UserError(str(err)) from None
+    print(f"wrote {a.out}")
     return 0
 
 
@@ -72,18 +220,21 @@ def _train(args: list[str]) -> int:
         default = config_io.load(run_dir / "config.json", type(entry.env_config))
     else:
         if known.task is None:
-            raise UserError("usage: locomotion train TASK [--preset ...]; tasks: "
-                            + ", ".join(registry.names()))
+            raise UserError(
+                "usage: locomotion train TASK [--preset ...]; tasks: " + ", ".join(registry.names())
+            )
         entry = _entry(known.task)
         preset = known.preset or ("gpu" if jax.default_backend() == "gpu" else "cpu")
         ppo_cfg, run_cfg = entry.presets[preset]
-        default = config_io.TrainConfig(task=entry.name, env=entry.env_config, ppo=ppo_cfg,
-                                        run=run_cfg)
+        default = config_io.TrainConfig(
+            task=entry.name, env=entry.env_config, ppo=ppo_cfg, run=run_cfg
+        )
         run_dir = known.run_dir or Path("runs") / entry.name / time.strftime("%Y%m%d-%H%M%S")
     cfg_type = config_io.TrainConfig[type(entry.env_config)]
     try:
-        cfg = tyro.cli(cfg_type, default=default, args=overrides,
-                       prog=f"locomotion train {entry.name}")
+        cfg = tyro.cli(
+            cfg_type, default=default, args=overrides, prog=f"locomotion train {entry.name}"
+        )
     except ValueError as err:
         raise UserError(str(err)) from None
     if help_only:
@@ -91,15 +242,41 @@ def _train(args: list[str]) -> int:
     if cfg.task != entry.name:
         raise UserError("--task cannot be overridden")
     env = entry.env_class(cfg.env)
-    print(f"training {entry.name} on {jax.default_backend()} ({jax.device_count()} device(s)), "
-          f"{cfg.ppo.num_envs} envs, {cfg.run.num_iterations} iterations -> {run_dir}")
-    _, history = train(env, cfg, run_dir, resume=known.resume is not None,
-                       progress=not known.no_progress)
+    print(
+        f"training {entry.name} on {jax.default_backend()} ({jax.device_count()} device(s)), "
+        f"{cfg.ppo.num_envs} envs, {cfg.run.num_iterations} iterations -> {run_dir}"
+    )
+    _, history = train(
+        env, cfg, run_dir, resume=known.resume is not None, progress=not known.no_progress
+    )
     evals = {k: v for row in history for k, v in row.items() if k.startswith("eval/")}
     if evals:
         print("final evaluation: " + ", ".join(f"{k[5:]}={v:.3g}" for k, v in evals.items()))
+    _finish_run(run_dir, cfg)
     print(f"run directory: {run_dir}")
     return 0
+
+
+def _finish_run(run_dir: Path, cfg) -> None:
+    """Export the policy, plot the learning curves and render a short video into the run."""
+    from locomotion.export import export
+    from locomotion.runlog import read_metrics
+    from locomotion.video import RenderError, plot_learning_curves, render_policy
+
+    out = export(run_dir)
+    plot_learning_curves(read_metrics(run_dir), run_dir / "learning_curve.png", cfg.task)
+    print(f"exported policy: {out}")
+    if cfg.run.video_seconds > 0:
+        try:
+            render_policy(
+                _load_policy(str(out)),
+                run_dir / "video.mp4",
+                cfg.run.video_seconds,
+                width=480,
+                height=270,
+            )
+        except RenderError as err:  # training results stay valid without a video
+            print(f"warning: no video: {err}", file=sys.stderr)
 
 
 def _entry(task: str):

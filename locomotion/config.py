@@ -62,5 +62,9 @@ def save(cfg: TrainConfig, path: Path) -> None:
 
 def load(path: Path, env_config_cls: type) -> TrainConfig:
     data = json.loads(path.read_text())
-    return TrainConfig(task=data["task"], env=from_dict(env_config_cls, data["env"]),
-                       ppo=from_dict(PPOConfig, data["ppo"]), run=from_dict(RunConfig, data["run"]))
+    return TrainConfig(
+        task=data["task"],
+        env=from_dict(env_config_cls, data["env"]),
+        ppo=from_dict(PPOConfig, data["ppo"]),
+        run=from_dict(RunConfig, data["run"]),
+    )

@@ -66,8 +66,15 @@ class Env(abc.ABC):
         return 0.02
 
 
-_WRAPPER_KEYS = ("reset_key", "steps", "truncation", "termination", "final_obs",
-                 "episode_return", "episode_length")
+_WRAPPER_KEYS = (
+    "reset_key",
+    "steps",
+    "truncation",
+    "termination",
+    "final_obs",
+    "episode_return",
+    "episode_length",
+)
 
 
 class TrainingWrapper:
@@ -145,5 +152,6 @@ class TrainingWrapper:
         metrics = dict(nstate.metrics)
         # Episode statistics are reported on the step that ends the episode (weight by `done`).
         metrics.update({"episode/return": ep_return, "episode/length": ep_length})
-        return nstate.replace(pipeline_state=pipeline_state, obs=obs, done=done, info=info,
-                              metrics=metrics)
+        return nstate.replace(
+            pipeline_state=pipeline_state, obs=obs, done=done, info=info, metrics=metrics
+        )

@@ -10,8 +10,9 @@ import jax.numpy as jp
 from locomotion.envs import Env
 
 
-def evaluate(env: Env, act: Callable[[jax.Array], jax.Array], num_envs: int, num_steps: int,
-             key: jax.Array) -> dict[str, float]:
+def evaluate(
+    env: Env, act: Callable[[jax.Array], jax.Array], num_envs: int, num_steps: int, key: jax.Array
+) -> dict[str, float]:
     """Roll `act` (obs["state"] -> action) in `num_envs` envs for `num_steps` control steps.
 
     Step metrics are averaged over the steps each env was still up; an env that terminates

@@ -8,7 +8,7 @@ import mujoco
 import numpy as np
 from mujoco import mjx
 
-from locomotion.envs import Env
+from locomotion.envs import Env, State
 from locomotion.robots.spec import RobotSpec, load_model
 
 
@@ -45,6 +45,25 @@ class MjxEnv(Env):
 
     def sensor(self, data: mjx.Data, name: str) -> jax.Array:
         return data.sensordata[self.sensor_slice(name)]
+
+    # A task step is split around the physics so that native-MuJoCo replay can run the very
+    # same task code with C mj_step in the middle (locomotion/replay.py).
+    def before_physics(self, state: State, action: jax.Array) -> tuple[State, jax.Array]:
+        """Task logic before the physics: returns the state (e.g. pushed) and the ctrl to hold."""
+        raise NotImplementedError
+
+    def after_physics(self, state: State, data: mjx.Data, action: jax.Array) -> State:
+        """Task logic after the physics: observation, rewards, termination, bookkeeping."""
+        raise NotImplementedError
+
+    def model_for(self, state: State) -> mjx.Model:
+        """The MJX model of this episode (domain randomization); the nominal one by default."""
+        return self.mjx_model
+
+    def step(self, state: State, action: jax.Array) -> State:
+        state, ctrl = self.before_physics(state, action)
+        data = self.physics_step(self.model_for(state), state.pipeline_state, ctrl)
+        return self.after_physics(state, data, action)
 
     def physics_step(self, model: mjx.Model, data: mjx.Data, ctrl: jax.Array) -> mjx.Data:
         """Hold `ctrl` over the substeps of one control period."""

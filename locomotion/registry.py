@@ -1,7 +1,7 @@
 """One registry: task name -> environment class, default config, training presets.
 
-    from locomotion import registry
-    env = registry.make("quadruped_joystick")
+from locomotion import registry
+env = registry.make("quadruped_joystick")
 """
 
 from __future__ import annotations
@@ -29,6 +29,8 @@ class RunConfig:
     """Environments in the final deterministic evaluation (0 disables it)."""
     eval_seconds: float = 10.0
     """Length of the final evaluation [s]."""
+    video_seconds: float = 5.0
+    """Length of the video rendered at the end of training [s] (0 disables it)."""
 
     def __post_init__(self):
         if self.num_iterations < 1 or self.checkpoint_every < 1 or self.log_every < 1:

@@ -18,8 +18,15 @@ class MetricsLogger:
 
     def log(self, step: int, metrics: dict[str, float]) -> None:
         row = {"env_steps": step, **{k: float(v) for k, v in metrics.items()}}
-        self.jsonl.write(json.dumps({k: (None if isinstance(v, float) and not math.isfinite(v)
-                                         else v) for k, v in row.items()}) + "\n")
+        self.jsonl.write(
+            json.dumps(
+                {
+                    k: (None if isinstance(v, float) and not math.isfinite(v) else v)
+                    for k, v in row.items()
+                }
+            )
+            + "\n"
+        )
         self.jsonl.flush()
         for k, v in metrics.items():
             self.writer.add_scalar(k, float(v), step)

@@ -1,7 +1,7 @@
 """Robot models (MJCF) and the facts tasks need about them (`RobotSpec`)."""
 
-from locomotion.robots.spec import RobotSpec, load_model
 from locomotion.robots.quadruped import QUADRUPED
+from locomotion.robots.spec import RobotSpec, load_model
 
 ROBOTS: dict[str, RobotSpec] = {QUADRUPED.name: QUADRUPED}
 

@@ -52,7 +52,7 @@ class RobotSpec:
         return ROBOTS_DIR / self.model_dir / names[scene]
 
     def mjcf_sha256(self) -> str:
-        """Hash of every MJCF file of this robot, so exported policies can detect a changed model."""
+        """Hash of all MJCF files of this robot: exported policies detect a changed model."""
         digest = hashlib.sha256()
         for path in sorted((ROBOTS_DIR / self.model_dir).glob("*.xml")):
             digest.update(path.name.encode())
@@ -89,7 +89,8 @@ class RobotSpec:
                 problems.append(f"actuator {act!r} kp {model.actuator_gainprm[a, 0]} != {self.kp}")
             if not np.isclose(-model.actuator_biasprm[a, 2], self.kd):
                 problems.append(f"actuator {act!r} kd {-model.actuator_biasprm[a, 2]} != {self.kd}")
-            if not np.allclose(model.actuator_forcerange[a], [-self.torque_limit, self.torque_limit]):
+            limit = self.torque_limit
+            if not np.allclose(model.actuator_forcerange[a], [-limit, limit]):
                 problems.append(f"actuator {act!r} force range differs from torque limit")
         id_of(mujoco.mjtObj.mjOBJ_BODY, self.root_body)
         id_of(mujoco.mjtObj.mjOBJ_SITE, self.imu_site)
@@ -100,8 +101,9 @@ class RobotSpec:
         for sensor in self.sensors:
             id_of(mujoco.mjtObj.mjOBJ_SENSOR, sensor)
         if problems:
-            raise ValueError(f"MJCF of robot {self.name!r} does not match its RobotSpec: "
-                             + "; ".join(problems))
+            raise ValueError(
+                f"MJCF of robot {self.name!r} does not match its RobotSpec: " + "; ".join(problems)
+            )
 
 
 def load_model(spec: RobotSpec, scene: str | None = None) -> mujoco.MjModel:

@@ -51,8 +51,14 @@ class Pendulum(Env):
         omega = jax.random.uniform(key_omega, (), minval=-1.0, maxval=1.0)
         q = jp.stack([theta, omega])
         info = {"rng": key_obs}
-        return State(q, self._obs(q, key_obs), jp.zeros(()), jp.zeros(()),
-                     {"reward/cost": jp.zeros(())}, info)
+        return State(
+            q,
+            self._obs(q, key_obs),
+            jp.zeros(()),
+            jp.zeros(()),
+            {"reward/cost": jp.zeros(())},
+            info,
+        )
 
     def step(self, state: State, action: jax.Array) -> State:
         c = self.config
@@ -67,8 +73,14 @@ class Pendulum(Env):
         key, key_obs = jax.random.split(state.info["rng"])
         q = jp.stack([theta, omega])
         info = {**state.info, "rng": key}
-        return state.replace(pipeline_state=q, obs=self._obs(q, key_obs), reward=-cost,
-                             done=jp.zeros(()), metrics={"reward/cost": cost}, info=info)
+        return state.replace(
+            pipeline_state=q,
+            obs=self._obs(q, key_obs),
+            reward=-cost,
+            done=jp.zeros(()),
+            metrics={"reward/cost": cost},
+            info=info,
+        )
 
     def _obs(self, q: jax.Array, key: jax.Array) -> dict[str, jax.Array]:
         theta, omega = q

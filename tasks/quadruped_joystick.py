@@ -84,8 +84,15 @@ class QuadrupedJoystickConfig:
     def __post_init__(self):
         if self.ctrl_dt <= 0 or self.episode_seconds <= 0:
             raise ValueError("ctrl_dt and episode_seconds must be positive")
-        for name in ("vx_range", "vy_range", "yaw_range", "friction_range", "motor_gain_range",
-                     "damping_range", "added_mass_range"):
+        for name in (
+            "vx_range",
+            "vy_range",
+            "yaw_range",
+            "friction_range",
+            "motor_gain_range",
+            "damping_range",
+            "added_mass_range",
+        ):
             lo, hi = getattr(self, name)
             if lo > hi:
                 raise ValueError(f"{name}: low {lo} is above high {hi}")
@@ -124,7 +131,8 @@ class QuadrupedJoystick(MjxEnv):
         c = self.config
         key_q, key_cmd, key_dr, key_obs, key = jax.random.split(key, 5)
         qpos = self.init_qpos.at[7:].add(
-            jax.random.uniform(key_q, (12,), minval=-c.init_joint_noise, maxval=c.init_joint_noise))
+            jax.random.uniform(key_q, (12,), minval=-c.init_joint_noise, maxval=c.init_joint_noise)
+        )
         qpos = qpos.at[7:].set(jp.clip(qpos[7:], self.joint_lower, self.joint_upper))
         params = self.sample_params(key_dr)
         data = mjx.make_data(self.mjx_model, impl=self.impl)
@@ -141,25 +149,35 @@ class QuadrupedJoystick(MjxEnv):
             "params": params,
         }
         metrics = {f"reward/{name}": jp.zeros(()) for name in self.reward_names}
-        metrics.update({"tracking/lin_vel_error": jp.zeros(()), "tracking/ang_vel_error": jp.zeros(())})
+        metrics.update(
+            {"tracking/lin_vel_error": jp.zeros(()), "tracking/ang_vel_error": jp.zeros(())}
+        )
+        metrics.update(jax.tree.map(jp.zeros_like, self.limit_violations(data)))
         obs = self.observation(data, info, key_obs)
         return State(data, obs, jp.zeros(()), jp.zeros(()), metrics, info)
 
     # ------------------------------------------------------------------------------------ step
-    def step(self, state: State, action: jax.Array) -> State:
+    def before_physics(self, state: State, action: jax.Array) -> tuple[State, jax.Array]:
         c = self.config
-        info = dict(state.info)
-        key, key_cmd, key_push, key_obs = jax.random.split(info["rng"], 4)
         action = jp.clip(action, -1.0, 1.0)
-        target = jp.clip(self.default_pose + c.action_scale * action, self.joint_lower,
-                         self.joint_upper)
-
-        data = state.pipeline_state
+        target = jp.clip(
+            self.default_pose + c.action_scale * action, self.joint_lower, self.joint_upper
+        )
+        key_push = jax.random.fold_in(state.info["rng"], 1)
         push = jax.random.uniform(key_push, (2,), minval=-1.0, maxval=1.0) * c.push_velocity
-        do_push = (info["step"] > 0) & (info["step"] % self.push_steps == 0) & c.randomize
-        data = data.replace(qvel=data.qvel.at[:2].add(push * do_push))
-        model = self.randomized_model(info["params"])
-        data = self.physics_step(model, data, target)
+        do_push = (state.info["step"] > 0) & (state.info["step"] % self.push_steps == 0)
+        data = state.pipeline_state
+        data = data.replace(qvel=data.qvel.at[:2].add(push * (do_push & c.randomize)))
+        return state.replace(pipeline_state=data), target
+
+    def model_for(self, state: State) -> mjx.Model:
+        return self.randomized_model(state.info["params"])
+
+    def after_physics(self, state: State, data: mjx.Data, action: jax.Array) -> State:
+        c = self.config
+        action = jp.clip(action, -1.0, 1.0)
+        info = dict(state.info)
+        key, key_cmd, key_obs = jax.random.split(info["rng"], 3)
 
         contact = self.foot_contacts(data)
         first_contact = (info["feet_air_time"] > 0) & contact & ~info["last_contact"]
@@ -186,9 +204,16 @@ class QuadrupedJoystick(MjxEnv):
         cmd = state.info["command"]
         metrics["tracking/lin_vel_error"] = jp.linalg.norm(cmd[:2] - v_local[:2])
         metrics["tracking/ang_vel_error"] = jp.abs(cmd[2] - w_local[2])
+        metrics.update(self.limit_violations(data))
         obs = self.observation(data, info, key_obs)
-        return state.replace(pipeline_state=data, obs=obs, reward=reward, done=fallen * 1.0,
-                             metrics=metrics, info=info)
+        return state.replace(
+            pipeline_state=data,
+            obs=obs,
+            reward=reward,
+            done=fallen * 1.0,
+            metrics=metrics,
+            info=info,
+        )
 
     # ----------------------------------------------------------------------------- observation
     def observation(self, data: mjx.Data, info: dict, key: jax.Array) -> dict[str, jax.Array]:
@@ -201,21 +226,34 @@ class QuadrupedJoystick(MjxEnv):
         clean = [gyro, gravity, info["command"], joint_pos, joint_vel, info["last_action"]]
         sigmas = [n.gyro, n.gravity, 0.0, n.joint_pos, n.joint_vel, 0.0]
         keys = jax.random.split(key, len(clean))
-        noisy = [x + c.obs_noise * s * jax.random.normal(k, x.shape)
-                 for x, s, k in zip(clean, sigmas, keys, strict=True)]
+        noisy = [
+            x + c.obs_noise * s * jax.random.normal(k, x.shape)
+            for x, s, k in zip(clean, sigmas, keys, strict=True)
+        ]
         p = info["params"]
-        privileged = [*clean, self.sensor(data, "local_linvel"), self.foot_contacts(data) * 1.0,
-                      jp.stack([p["friction"], p["added_mass"], p["motor_gain"], p["damping"]])]
+        privileged = [
+            *clean,
+            self.sensor(data, "local_linvel"),
+            self.foot_contacts(data) * 1.0,
+            jp.stack([p["friction"], p["added_mass"], p["motor_gain"], p["damping"]]),
+        ]
         return {"state": jp.concatenate(noisy), "privileged_state": jp.concatenate(privileged)}
 
-    OBSERVATION_LAYOUT = (("gyro", 3), ("projected_gravity", 3), ("command", 3),
-                          ("joint_pos", 12), ("joint_vel", 12), ("last_action", 12))
+    OBSERVATION_LAYOUT = (
+        ("gyro", 3),
+        ("projected_gravity", 3),
+        ("command", 3),
+        ("joint_pos", 12),
+        ("joint_vel", 12),
+        ("last_action", 12),
+    )
 
     # ------------------------------------------------------------------------------- rewards
     reward_names = tuple(f.name for f in dataclasses.fields(RewardScales))
 
-    def reward_terms(self, data: mjx.Data, action: jax.Array, info: dict,
-                     first_contact: jax.Array) -> dict[str, jax.Array]:
+    def reward_terms(
+        self, data: mjx.Data, action: jax.Array, info: dict, first_contact: jax.Array
+    ) -> dict[str, jax.Array]:
         """Unscaled reward terms, one small expression each."""
         c = self.config
         cmd = info["command"]
@@ -236,6 +274,13 @@ class QuadrupedJoystick(MjxEnv):
             "collision": jp.sum(self.knee_heights(data) < 0.0) * 1.0,
             "stand_still": jp.sum(jp.abs(data.qpos[7:] - self.default_pose)) * ~moving,
         }
+
+    def limit_violations(self, data: mjx.Data) -> dict[str, jax.Array]:
+        """1. where a motor limit is hit this step: torque at its clamp, joint speed over limit."""
+        spec = self.robot
+        torque = jp.any(jp.abs(data.actuator_force) >= 0.99 * spec.torque_limit)
+        speed = jp.any(jp.abs(data.qvel[6:]) > spec.velocity_limit)
+        return {"constraint/torque_limit": torque * 1.0, "constraint/joint_velocity": speed * 1.0}
 
     # --------------------------------------------------------------------------------- helpers
     def projected_gravity(self, data: mjx.Data) -> jax.Array:
@@ -262,25 +307,33 @@ class QuadrupedJoystick(MjxEnv):
         if c.fixed_command is not None:
             return jp.array(c.fixed_command, dtype=jp.float32)
         key_x, key_y, key_w, key_zero = jax.random.split(key, 4)
-        cmd = jp.stack([
-            jax.random.uniform(key_x, minval=c.vx_range[0], maxval=c.vx_range[1]),
-            jax.random.uniform(key_y, minval=c.vy_range[0], maxval=c.vy_range[1]),
-            jax.random.uniform(key_w, minval=c.yaw_range[0], maxval=c.yaw_range[1]),
-        ])
+        cmd = jp.stack(
+            [
+                jax.random.uniform(key_x, minval=c.vx_range[0], maxval=c.vx_range[1]),
+                jax.random.uniform(key_y, minval=c.vy_range[0], maxval=c.vy_range[1]),
+                jax.random.uniform(key_w, minval=c.yaw_range[0], maxval=c.yaw_range[1]),
+            ]
+        )
         return jp.where(jax.random.uniform(key_zero) < c.zero_command_prob, 0.0, cmd)
 
     def sample_params(self, key: jax.Array) -> dict[str, jax.Array]:
         """Per-episode physics parameters (nominal values when randomization is off)."""
         c = self.config
         if not c.randomize:
-            return {"friction": jp.array(0.8), "added_mass": jp.array(0.0),
-                    "motor_gain": jp.array(1.0), "damping": jp.array(1.0)}
+            return {
+                "friction": jp.array(0.8),
+                "added_mass": jp.array(0.0),
+                "motor_gain": jp.array(1.0),
+                "damping": jp.array(1.0),
+            }
         keys = jax.random.split(key, 4)
         u = lambda k, r: jax.random.uniform(k, minval=r[0], maxval=r[1])
-        return {"friction": u(keys[0], c.friction_range),
-                "added_mass": u(keys[1], c.added_mass_range),
-                "motor_gain": u(keys[2], c.motor_gain_range),
-                "damping": u(keys[3], c.damping_range)}
+        return {
+            "friction": u(keys[0], c.friction_range),
+            "added_mass": u(keys[1], c.added_mass_range),
+            "motor_gain": u(keys[2], c.motor_gain_range),
+            "damping": u(keys[3], c.damping_range),
+        }
 
     def randomized_model(self, params: dict[str, jax.Array]) -> mjx.Model:
         """The MJX model with this episode's physics (only JAX-array fields change)."""
@@ -290,5 +343,10 @@ class QuadrupedJoystick(MjxEnv):
         gain = m.actuator_gainprm.at[:, 0].multiply(params["motor_gain"])
         bias = m.actuator_biasprm.at[:, 1:3].multiply(params["motor_gain"])
         damping = m.dof_damping.at[6:].multiply(params["damping"])
-        return m.replace(pair_friction=friction, body_mass=mass, actuator_gainprm=gain,
-                         actuator_biasprm=bias, dof_damping=damping)
+        return m.replace(
+            pair_friction=friction,
+            body_mass=mass,
+            actuator_gainprm=gain,
+            actuator_biasprm=bias,
+            dof_damping=damping,
+        )

@@ -11,8 +11,12 @@ from locomotion.runlog import read_metrics
 
 
 def run_cli(*args, timeout=900):
-    return subprocess.run([sys.executable, "-m", "locomotion.cli", *args], capture_output=True,
-                          text=True, timeout=timeout)
+    return subprocess.run(
+        [sys.executable, "-m", "locomotion.cli", *args],
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+    )
 
 
 def test_list_prints_tasks(capsys):
@@ -46,18 +50,23 @@ def test_train_quadruped_smoke_end_to_end(tmp_path):
     """`locomotion train quadruped_joystick --preset smoke`: config, metrics, TensorBoard,
     checkpoints and the final evaluation all land in the run directory."""
     run_dir = tmp_path / "run"
-    result = run_cli("train", "quadruped_joystick", "--preset", "smoke", "--run-dir",
-                     str(run_dir))
+    result = run_cli("train", "quadruped_joystick", "--preset", "smoke", "--run-dir", str(run_dir))
     assert result.returncode == 0, result.stderr[-3000:]
     config = json.loads((run_dir / "config.json").read_text())
     assert config["task"] == "quadruped_joystick" and config["ppo"]["num_envs"] == 32
     rows = read_metrics(run_dir)
     assert [r["perf/iteration"] for r in rows if "perf/iteration" in r] == [1, 2, 3]
-    assert all("reward/tracking_lin_vel" in r and "losses/total" in r
-               for r in rows if "perf/iteration" in r)
-    assert any(p.name.startswith("events.out.tfevents") for p in (run_dir / "tensorboard").iterdir())
+    assert all(
+        "reward/tracking_lin_vel" in r and "losses/total" in r
+        for r in rows
+        if "perf/iteration" in r
+    )
+    events = (run_dir / "tensorboard").iterdir()
+    assert any(p.name.startswith("events.out.tfevents") for p in events)
     assert sorted(p.name for p in (run_dir / "checkpoints").iterdir()) == [
-        "ckpt_0000002.npz", "ckpt_0000003.npz"]
+        "ckpt_0000002.npz",
+        "ckpt_0000003.npz",
+    ]
     evaluation = json.loads((run_dir / "eval.json").read_text())
     assert 0.0 <= evaluation["eval/fall_rate"] <= 1.0
     assert "eval/tracking/lin_vel_error" in evaluation

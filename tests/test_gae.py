@@ -28,31 +28,31 @@ def _gae(r, v, nv, term, trunc, gamma, lam):
 def test_by_hand_no_ending():
     # T=2, gamma=0.5, lambda=1: A1 = r1 + 0.5*V2 - V1 = 1 + 0.5*4 - 2 = 1
     # A0 = r0 + 0.5*V1 - V0 + 0.5*A1 = 1 + 1 - 1 + 0.5 = 1.5
-    adv, ret = _gae([[1.0], [1.0]], [[1.0], [2.0]], [[2.0], [4.0]], [[0], [0]], [[0], [0]],
-                    0.5, 1.0)
+    adv, ret = _gae(
+        [[1.0], [1.0]], [[1.0], [2.0]], [[2.0], [4.0]], [[0], [0]], [[0], [0]], 0.5, 1.0
+    )
     np.testing.assert_allclose(adv[:, 0], [1.5, 1.0])
     np.testing.assert_allclose(ret[:, 0], [2.5, 3.0])
 
 
 def test_by_hand_termination_cuts_bootstrap():
     # Step 0 terminates: A0 = r0 - V0 = 1 - 1 = 0, no bootstrap and nothing flows back.
-    adv, _ = _gae([[1.0], [1.0]], [[1.0], [2.0]], [[5.0], [4.0]], [[1], [0]], [[0], [0]],
-                  0.5, 1.0)
+    adv, _ = _gae([[1.0], [1.0]], [[1.0], [2.0]], [[5.0], [4.0]], [[1], [0]], [[0], [0]], 0.5, 1.0)
     np.testing.assert_allclose(adv[:, 0], [0.0, 1.0])
 
 
 def test_by_hand_truncation_bootstraps_from_final_value():
     # Step 0 truncated: A0 = r0 + 0.5*V(final)=5 -> 1 + 2.5 - 1 = 2.5; A1 does not flow back.
-    adv, _ = _gae([[1.0], [1.0]], [[1.0], [2.0]], [[5.0], [4.0]], [[0], [0]], [[1], [0]],
-                  0.5, 1.0)
+    adv, _ = _gae([[1.0], [1.0]], [[1.0], [2.0]], [[5.0], [4.0]], [[0], [0]], [[1], [0]], 0.5, 1.0)
     np.testing.assert_allclose(adv[:, 0], [2.5, 1.0])
 
 
 def test_by_hand_fractional_termination():
     # delta=0.25 at step 0: A0 = 1 + 0.5*0.75*2 - 1 + 0.5*1*0.75*A1 = 0.75 + 0.375*A1
     # A1 = 1 + 0.5*4 - 2 = 1 -> A0 = 1.125
-    adv, _ = _gae([[1.0], [1.0]], [[1.0], [2.0]], [[2.0], [4.0]], [[0.25], [0]], [[0], [0]],
-                  0.5, 1.0)
+    adv, _ = _gae(
+        [[1.0], [1.0]], [[1.0], [2.0]], [[2.0], [4.0]], [[0.25], [0]], [[0], [0]], 0.5, 1.0
+    )
     np.testing.assert_allclose(adv[:, 0], [1.125, 1.0])
 
 

@@ -22,30 +22,35 @@ from locomotion.train.driver import latest_checkpoint, train
 def pendulum_config(iterations: int, seed: int = 0, **ppo_changes) -> TrainConfig:
     entry = registry.entry("pendulum_swingup")
     ppo_cfg, _ = entry.presets["cpu"]
-    return TrainConfig(task=entry.name, env=entry.env_config,
-                       ppo=dataclasses.replace(ppo_cfg, **ppo_changes),
-                       run=RunConfig(num_iterations=iterations, seed=seed, checkpoint_every=2,
-                                     eval_envs=0))
+    return TrainConfig(
+        task=entry.name,
+        env=entry.env_config,
+        ppo=dataclasses.replace(ppo_cfg, **ppo_changes),
+        run=RunConfig(num_iterations=iterations, seed=seed, checkpoint_every=2, eval_envs=0),
+    )
 
 
 def eval_return(env, cfg, state) -> float:
     nets = ppo.make_networks(env.action_size, cfg.ppo)
     act = ppo.policy_fn(nets, state.params, state.obs_stats, cfg.ppo)
-    return evaluate(env, act, 256, env.episode_length, jax.random.PRNGKey(123))[
-        "eval/return_mean"]
+    return evaluate(env, act, 256, env.episode_length, jax.random.PRNGKey(123))["eval/return_mean"]
 
 
 def leaves_equal(a, b) -> bool:
-    return all(np.array_equal(x, y) for x, y in
-               zip(jax.tree.leaves(jax.device_get(a)), jax.tree.leaves(jax.device_get(b)),
-                   strict=True))
+    return all(
+        np.array_equal(x, y)
+        for x, y in zip(
+            jax.tree.leaves(jax.device_get(a)), jax.tree.leaves(jax.device_get(b)), strict=True
+        )
+    )
 
 
 def test_ppo_learns_pendulum_swingup():
     cfg = pendulum_config(200)
     env = registry.make("pendulum_swingup")
-    untrained = ppo.init(ppo_wrapper(env, cfg), cfg.ppo, jax.random.PRNGKey(0),
-                         ppo.make_mesh(cfg.ppo.num_envs))
+    untrained = ppo.init(
+        ppo_wrapper(env, cfg), cfg.ppo, jax.random.PRNGKey(0), ppo.make_mesh(cfg.ppo.num_envs)
+    )
     before = eval_return(env, cfg, untrained)
     state, history = train(env, cfg, progress=False)
     after = eval_return(env, cfg, state)
@@ -81,8 +86,9 @@ def test_checkpoint_restores_exactly_and_resume_continues(tmp_path):
 
     # Stop after 2 iterations (as if killed), then resume to 4: identical to the straight run.
     train(env, pendulum_config(2), tmp_path / "resumed", progress=False)
-    resumed, history = train(env, pendulum_config(4), tmp_path / "resumed", resume=True,
-                             progress=False)
+    resumed, history = train(
+        env, pendulum_config(4), tmp_path / "resumed", resume=True, progress=False
+    )
     assert int(resumed.iteration) == 4 and len(history) == 2
     assert leaves_equal(resumed.params, straight.params)
     assert leaves_equal(resumed.opt_state, straight.opt_state)
@@ -95,8 +101,9 @@ def test_bad_checkpoint_is_a_clear_error(tmp_path):
     path.write_bytes(path.read_bytes()[:100])  # truncated file
     with pytest.raises(ValueError, match="unreadable or corrupted"):
         checkpoint.load(path, state)
-    other, _ = train(env, pendulum_config(2, actor_hidden=(16,)), tmp_path / "other",
-                     progress=False)
+    other, _ = train(
+        env, pendulum_config(2, actor_hidden=(16,)), tmp_path / "other", progress=False
+    )
     with pytest.raises(ValueError, match="lacks|shape"):
         checkpoint.load(latest_checkpoint(tmp_path / "other"), state)
 
@@ -131,8 +138,13 @@ SHARDED = textwrap.dedent("""
 
 def test_two_device_sharding_matches_one_device():
     env = dict(os.environ, XLA_FLAGS="--xla_force_host_platform_device_count=2")
-    result = subprocess.run([sys.executable, "-c", SHARDED, os.path.dirname(__file__)],
-                            env=env, capture_output=True, text=True, timeout=600)
+    result = subprocess.run(
+        [sys.executable, "-c", SHARDED, os.path.dirname(__file__)],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
     assert result.returncode == 0, result.stderr[-3000:]
     diff = float(result.stdout.strip().splitlines()[-1].split(":")[1].strip(" }"))
     # Same math on a split batch: only the order of float32 reductions differs.

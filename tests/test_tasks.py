@@ -26,8 +26,11 @@ def test_task_runs_1000_randomized_steps(name):
         def one(state, key_t):
             action = jax.random.uniform(key_t, (num_envs, env.action_size), minval=-1, maxval=1)
             state = wrapped.step(state, action)
-            finite = jp.all(jp.isfinite(state.obs["state"])) & jp.all(
-                jp.isfinite(state.obs["privileged_state"])) & jp.all(jp.isfinite(state.reward))
+            finite = (
+                jp.all(jp.isfinite(state.obs["state"]))
+                & jp.all(jp.isfinite(state.obs["privileged_state"]))
+                & jp.all(jp.isfinite(state.reward))
+            )
             return state, (finite, state.done, state.info["truncation"])
 
         return jax.lax.scan(one, state, jax.random.split(key_act, 1000))
@@ -73,8 +76,12 @@ def test_joystick_time_limit_is_truncation_not_termination(joystick):
     @jax.jit
     def run(key):
         state = wrapped.reset(key)
-        return jax.lax.scan(lambda s, _: (wrapped.step(s, jp.zeros((2, 12))),) * 2, state,
-                            None, length=joystick.episode_length)[1]
+        return jax.lax.scan(
+            lambda s, _: (wrapped.step(s, jp.zeros((2, 12))),) * 2,
+            state,
+            None,
+            length=joystick.episode_length,
+        )[1]
 
     traj = run(jax.random.PRNGKey(1))
     trunc = np.asarray(traj.info["truncation"])
@@ -100,8 +107,9 @@ def test_joystick_commands_resample_with_zero_share():
     from locomotion.tasks.quadruped_joystick import QuadrupedJoystickConfig
 
     env = registry.make("quadruped_joystick", QuadrupedJoystickConfig(zero_command_prob=0.5))
-    cmds = np.asarray(jax.jit(jax.vmap(env.sample_command))(
-        jax.random.split(jax.random.PRNGKey(0), 2000)))
+    cmds = np.asarray(
+        jax.jit(jax.vmap(env.sample_command))(jax.random.split(jax.random.PRNGKey(0), 2000))
+    )
     zero = (cmds == 0).all(axis=1).mean()
     assert 0.45 < zero < 0.55
     moving = cmds[(cmds != 0).any(axis=1)]

@@ -60,8 +60,11 @@ class PPOConfig:
             "gae_lambda must be in [0, 1]": 0 <= self.gae_lambda <= 1,
             "clip_eps must be positive": self.clip_eps > 0,
             "desired_kl must be positive": self.desired_kl > 0,
-            "num_envs * unroll_length must be divisible by num_minibatches":
-                (self.num_envs * self.unroll_length) % self.num_minibatches == 0,
+            "num_envs * unroll_length must be divisible by num_minibatches": (
+                self.num_envs * self.unroll_length
+            )
+            % self.num_minibatches
+            == 0,
         }
         bad = [msg for msg, ok in checks.items() if not ok]
         if bad:

@@ -45,13 +45,21 @@ def restore(run_dir: Path, template: ppo.TrainState, mesh) -> ppo.TrainState:
         raise FileNotFoundError(f"no checkpoint in {Path(run_dir) / CHECKPOINT_DIR}")
     state = checkpoint.load(path, template)
     env_state = ppo.shard_env_state(state.env_state, mesh)
-    rest = jax.device_put(state.replace(env_state=None),
-                          jax.sharding.NamedSharding(mesh, jax.sharding.PartitionSpec()))
+    rest = jax.device_put(
+        state.replace(env_state=None),
+        jax.sharding.NamedSharding(mesh, jax.sharding.PartitionSpec()),
+    )
     return rest.replace(env_state=env_state)
 
 
-def train(env: Env, cfg: config_io.TrainConfig, run_dir: Path | None = None, *,
-          resume: bool = False, progress: bool = True) -> tuple[ppo.TrainState, list[dict]]:
+def train(
+    env: Env,
+    cfg: config_io.TrainConfig,
+    run_dir: Path | None = None,
+    *,
+    resume: bool = False,
+    progress: bool = True,
+) -> tuple[ppo.TrainState, list[dict]]:
     """Train `env` with PPO per `cfg`. Writes config, metrics, checkpoints to `run_dir`."""
     pcfg, rcfg = cfg.ppo, cfg.run
     wrapped = TrainingWrapper(env, pcfg.num_envs)
@@ -69,8 +77,14 @@ def train(env: Env, cfg: config_io.TrainConfig, run_dir: Path | None = None, *,
 
     history: list[dict] = []
     start_iter = int(state.iteration)
-    bar = tqdm(total=rcfg.num_iterations, initial=start_iter, disable=not progress,
-               unit="it", dynamic_ncols=True, desc=cfg.task)
+    bar = tqdm(
+        total=rcfg.num_iterations,
+        initial=start_iter,
+        disable=not progress,
+        unit="it",
+        dynamic_ncols=True,
+        desc=cfg.task,
+    )
     t_start = time.perf_counter()
     t_last, steps_last = t_start, start_iter * pcfg.batch_size
     for it in range(start_iter, rcfg.num_iterations):
@@ -81,7 +95,8 @@ def train(env: Env, cfg: config_io.TrainConfig, run_dir: Path | None = None, *,
             if not math.isfinite(metrics["losses/total"]):
                 raise FloatingPointError(
                     f"training diverged at iteration {done_iters} (non-finite loss); the last "
-                    f"checkpoint in {run_dir} is intact")
+                    f"checkpoint in {run_dir} is intact"
+                )
             now = time.perf_counter()
             env_steps = done_iters * pcfg.batch_size
             metrics["perf/sps"] = (env_steps - steps_last) / max(now - t_last, 1e-9)
@@ -93,8 +108,9 @@ def train(env: Env, cfg: config_io.TrainConfig, run_dir: Path | None = None, *,
                 logger.log(env_steps, metrics)
             bar.set_postfix(_postfix(metrics), refresh=False)
         bar.update(1)
-        if run_dir is not None and (done_iters % rcfg.checkpoint_every == 0
-                                    or done_iters == rcfg.num_iterations):
+        if run_dir is not None and (
+            done_iters % rcfg.checkpoint_every == 0 or done_iters == rcfg.num_iterations
+        ):
             save_checkpoint(run_dir, state)
     bar.close()
 
@@ -118,14 +134,16 @@ def run_eval(env: Env, cfg: config_io.TrainConfig, state: ppo.TrainState) -> dic
     nets = ppo.make_networks(env.action_size, cfg.ppo)
     act = ppo.policy_fn(nets, state.params, state.obs_stats, cfg.ppo)
     num_steps = int(round(cfg.run.eval_seconds / eval_env.dt))
-    return evaluate(eval_env, act, cfg.run.eval_envs, num_steps,
-                    jax.random.PRNGKey(cfg.run.seed + 1))
+    return evaluate(
+        eval_env, act, cfg.run.eval_envs, num_steps, jax.random.PRNGKey(cfg.run.seed + 1)
+    )
 
 
 def _postfix(metrics: dict[str, float]) -> dict[str, str]:
     shown = {"sps": metrics["perf/sps"], "return": metrics.get("episode/return", np.nan)}
-    rewards = sorted((k for k in metrics if k.startswith("reward/")),
-                     key=lambda k: -abs(metrics[k]))[:3]
+    rewards = sorted(
+        (k for k in metrics if k.startswith("reward/")), key=lambda k: -abs(metrics[k])
+    )[:3]
     shown.update({k.split("/", 1)[1]: metrics[k] for k in rewards})
     return {k: f"{v:.3g}" for k, v in shown.items()}
 

@@ -33,8 +33,9 @@ class Actor(nn.Module):
     @nn.compact
     def __call__(self, obs: jax.Array) -> tuple[jax.Array, jax.Array]:
         mean = MLP(self.hidden, self.action_size, out_scale=0.01)(obs)
-        log_std = self.param("log_std", nn.initializers.constant(self.init_log_std),
-                             (self.action_size,))
+        log_std = self.param(
+            "log_std", nn.initializers.constant(self.init_log_std), (self.action_size,)
+        )
         return mean, jp.broadcast_to(log_std, mean.shape)
 
 

@@ -48,8 +48,9 @@ class Networks:
 
 
 def make_networks(action_size: int, cfg: PPOConfig) -> Networks:
-    return Networks(Actor(cfg.actor_hidden, action_size, cfg.init_log_std),
-                    Critic(cfg.critic_hidden))
+    return Networks(
+        Actor(cfg.actor_hidden, action_size, cfg.init_log_std), Critic(cfg.critic_hidden)
+    )
 
 
 def make_optimizer(cfg: PPOConfig) -> optax.GradientTransformation:
@@ -106,8 +107,9 @@ def policy_fn(nets: Networks, params, obs_stats: RunningStats, cfg: PPOConfig):
     return act
 
 
-def rollout(env: TrainingWrapper, nets: Networks, cfg: PPOConfig, state: TrainState,
-            key: jax.Array) -> tuple[State, dict[str, jax.Array]]:
+def rollout(
+    env: TrainingWrapper, nets: Networks, cfg: PPOConfig, state: TrainState, key: jax.Array
+) -> tuple[State, dict[str, jax.Array]]:
     """Collect cfg.unroll_length steps from every env. Returns the new env state and [T, B] data."""
     normalize = cfg.normalize_observations
 
@@ -151,8 +153,9 @@ def summarize(data: dict[str, jax.Array]) -> dict[str, jax.Array]:
     return out
 
 
-def train_step(env: TrainingWrapper, cfg: PPOConfig, num_iterations: int,
-               state: TrainState) -> tuple[TrainState, dict[str, jax.Array]]:
+def train_step(
+    env: TrainingWrapper, cfg: PPOConfig, num_iterations: int, state: TrainState
+) -> tuple[TrainState, dict[str, jax.Array]]:
     """One PPO iteration: rollout, normalizer update, GAE, minibatch epochs."""
     nets = make_networks(env.action_size, cfg)
     optimizer = make_optimizer(cfg)
@@ -172,8 +175,15 @@ def train_step(env: TrainingWrapper, cfg: PPOConfig, num_iterations: int,
     critic = functools.partial(nets.critic.apply, state.params["critic"])
     values = critic(cnorm(data["critic_obs"]))
     next_values = critic(cnorm(data["next_critic_obs"]))
-    advantages, returns = compute_gae(data["rewards"], values, next_values, data["terminations"],
-                                      data["truncations"], cfg.gamma, cfg.gae_lambda)
+    advantages, returns = compute_gae(
+        data["rewards"],
+        values,
+        next_values,
+        data["terminations"],
+        data["truncations"],
+        cfg.gamma,
+        cfg.gae_lambda,
+    )
     batch = {
         "obs": norm(data["obs"]),
         "critic_obs": cnorm(data["critic_obs"]),
@@ -193,13 +203,15 @@ def train_step(env: TrainingWrapper, cfg: PPOConfig, num_iterations: int,
         opt_state = set_learning_rate(opt_state, cfg.learning_rate * jp.maximum(frac, 0.0))
 
     def loss_fn(params, minibatch):
-        return ppo_loss(params["actor"], params["critic"], nets.actor.apply, nets.critic.apply,
-                        minibatch, cfg)
+        return ppo_loss(
+            params["actor"], params["critic"], nets.actor.apply, nets.critic.apply, minibatch, cfg
+        )
 
     def minibatch_step(carry, minibatch):
         params, opt_state = carry
         (loss, (metrics, mean, log_std)), grads = jax.value_and_grad(loss_fn, has_aux=True)(
-            params, minibatch)
+            params, minibatch
+        )
         kl = gaussian_kl(minibatch["old_mean"], minibatch["old_log_std"], mean, log_std).mean()
         if cfg.lr_schedule == "adaptive":
             lr = get_learning_rate(opt_state)
@@ -208,27 +220,39 @@ def train_step(env: TrainingWrapper, cfg: PPOConfig, num_iterations: int,
             opt_state = set_learning_rate(opt_state, lr)
         updates, opt_state = optimizer.update(grads, opt_state, params)
         params = optax.apply_updates(params, updates)
-        metrics = {**metrics, "losses/total": loss, "losses/approx_kl": kl,
-                   "losses/grad_norm": optax.tree.norm(grads)}
+        metrics = {
+            **metrics,
+            "losses/total": loss,
+            "losses/approx_kl": kl,
+            "losses/grad_norm": optax.tree.norm(grads),
+        }
         return (params, opt_state), metrics
 
     def epoch(carry, key_epoch):
         perm = jax.random.permutation(key_epoch, cfg.batch_size)
         shuffled = jax.tree.map(
-            lambda x: x[perm].reshape(cfg.num_minibatches, -1, *x.shape[1:]), batch)
+            lambda x: x[perm].reshape(cfg.num_minibatches, -1, *x.shape[1:]), batch
+        )
         return jax.lax.scan(minibatch_step, carry, shuffled)
 
     (params, opt_state), losses = jax.lax.scan(
-        epoch, (state.params, opt_state), jax.random.split(key_update, cfg.num_epochs))
+        epoch, (state.params, opt_state), jax.random.split(key_update, cfg.num_epochs)
+    )
 
     metrics = summarize(data)
     metrics.update(jax.tree.map(jp.mean, losses))
     metrics["losses/learning_rate"] = get_learning_rate(opt_state)
     metrics["losses/action_std"] = jp.exp(params["actor"]["params"]["log_std"]).mean()
     metrics["losses/explained_variance"] = 1.0 - jp.var(returns - values) / (jp.var(returns) + 1e-8)
-    new_state = TrainState(params=params, opt_state=opt_state, obs_stats=obs_stats,
-                           critic_obs_stats=critic_stats, env_state=env_state, key=key,
-                           iteration=state.iteration + 1)
+    new_state = TrainState(
+        params=params,
+        opt_state=opt_state,
+        obs_stats=obs_stats,
+        critic_obs_stats=critic_stats,
+        env_state=env_state,
+        key=key,
+        iteration=state.iteration + 1,
+    )
     return new_state, metrics
 
 

@@ -23,6 +23,11 @@ QUADRUPED = RobotSpec(
     foot_sites=tuple(f"{leg}_foot" for leg in _LEGS),
     foot_geoms=tuple(f"{leg}_foot" for leg in _LEGS),
     termination_geoms=("base", *(f"{leg}_knee" for leg in _LEGS)),
-    sensors=("gyro", "accelerometer", "orientation", "local_linvel",
-             *(f"{leg}_touch" for leg in _LEGS)),
+    sensors=(
+        "gyro",
+        "accelerometer",
+        "orientation",
+        "local_linvel",
+        *(f"{leg}_touch" for leg in _LEGS),
+    ),
 )

@@ -1,0 +1,164 @@
+"""Export a trained policy: `policy.onnx` (deterministic actor, normalizer folded in) and
+`policy.json` (everything needed to run it outside training)."""
+
+from __future__ import annotations
+
+import dataclasses
+import importlib.metadata
+import json
+from pathlib import Path
+
+import numpy as np
+import onnx
+from onnx import TensorProto, helper, numpy_helper
+
+from locomotion import checkpoint, registry
+from locomotion import config as config_io
+
+FORMAT = "locomotion-policy/1"
+ONNX_INPUT, ONNX_OUTPUT = "obs", "action"
+NORMALIZER_EPS, NORMALIZER_CLIP = 1e-8, 10.0  # as in locomotion.train.normalizer
+
+
+def actor_layers(arrays: dict[str, np.ndarray]) -> list[tuple[np.ndarray, np.ndarray]]:
+    """(kernel, bias) of each Dense layer of the actor MLP, input to output."""
+    layers = []
+    while f"params/actor/params/MLP_0/Dense_{len(layers)}/kernel" in arrays:
+        base = f"params/actor/params/MLP_0/Dense_{len(layers)}"
+        layers.append((arrays[f"{base}/kernel"], arrays[f"{base}/bias"]))
+    if not layers:
+        raise ValueError("checkpoint has no actor network")
+    return layers
+
+
+def build_onnx(layers, obs_mean, obs_var, normalize: bool) -> onnx.ModelProto:
+    """MLP with ELU hidden layers; (obs - mean) / std clipped to +-10 first when `normalize`."""
+    inits, nodes = [], []
+    x = ONNX_INPUT
+
+    def const(name, value):
+        inits.append(numpy_helper.from_array(np.asarray(value, np.float32), name))
+        return name
+
+    if normalize:
+        inv_std = 1.0 / np.sqrt(obs_var.astype(np.float64) + NORMALIZER_EPS)
+        nodes += [
+            helper.make_node("Sub", [x, const("obs_mean", obs_mean)], ["centered"]),
+            helper.make_node("Mul", ["centered", const("obs_inv_std", inv_std)], ["scaled"]),
+            helper.make_node(
+                "Clip",
+                ["scaled", const("clip_lo", -NORMALIZER_CLIP), const("clip_hi", NORMALIZER_CLIP)],
+                ["normalized"],
+            ),
+        ]
+        x = "normalized"
+    for i, (kernel, bias) in enumerate(layers):
+        last = i == len(layers) - 1
+        out = ONNX_OUTPUT if last else f"dense_{i}"
+        nodes.append(
+            helper.make_node("Gemm", [x, const(f"W{i}", kernel), const(f"b{i}", bias)], [out])
+        )
+        if not last:
+            nodes.append(helper.make_node("Elu", [out], [f"elu_{i}"], alpha=1.0))
+            out = f"elu_{i}"
+        x = out
+    obs_size, action_size = layers[0][0].shape[0], layers[-1][0].shape[1]
+    graph = helper.make_graph(
+        nodes,
+        "actor",
+        [helper.make_tensor_value_info(ONNX_INPUT, TensorProto.FLOAT, ["batch", obs_size])],
+        [helper.make_tensor_value_info(ONNX_OUTPUT, TensorProto.FLOAT, ["batch", action_size])],
+        initializer=inits,
+    )
+    model = helper.make_model(
+        graph, opset_imports=[helper.make_opsetid("", 17)], producer_name="locomotion"
+    )
+    model.ir_version = 8
+    onnx.checker.check_model(model)
+    return model
+
+
+def export(run_dir: str | Path, out_dir: str | Path | None = None) -> Path:
+    """Write policy.onnx + policy.json for the newest checkpoint of `run_dir`; returns out_dir."""
+    from locomotion.train.driver import latest_checkpoint
+
+    run_dir = Path(run_dir)
+    if not (run_dir / "config.json").is_file():
+        raise FileNotFoundError(f"{run_dir} is not a run directory (no config.json)")
+    task = json.loads((run_dir / "config.json").read_text())["task"]
+    entry = registry.entry(task)
+    cfg = config_io.load(run_dir / "config.json", type(entry.env_config))
+    ckpt = latest_checkpoint(run_dir)
+    if ckpt is None:
+        raise FileNotFoundError(f"{run_dir} has no checkpoint to export")
+    arrays = checkpoint.read_arrays(ckpt)
+    layers = actor_layers(arrays)
+    model = build_onnx(
+        layers, arrays["obs_stats/mean"], arrays["obs_stats/var"], cfg.ppo.normalize_observations
+    )
+
+    out_dir = Path(out_dir) if out_dir is not None else run_dir / "policy"
+    out_dir.mkdir(parents=True, exist_ok=True)
+    onnx.save(model, out_dir / "policy.onnx")
+    env = entry.env_class(cfg.env)
+    iteration = int(arrays["iteration"])
+    meta = {
+        "format": FORMAT,
+        "task": task,
+        "env_config": config_io.to_dict(cfg.env),
+        "onnx": {"input": ONNX_INPUT, "output": ONNX_OUTPUT},
+        "training": {
+            "iterations": iteration,
+            "env_steps": iteration * cfg.ppo.batch_size,
+            "ppo": config_io.to_dict(cfg.ppo),
+            "seed": cfg.run.seed,
+        },
+        "versions": _versions(),
+        **describe_env(env),
+    }
+    (out_dir / "policy.json").write_text(json.dumps(meta, indent=2) + "\n")
+    return out_dir
+
+
+def describe_env(env) -> dict:
+    """Robot ids and hash, observation layout, action scaling, timing of an MJX task."""
+    out = {"control_dt": env.dt, "observation": {"size": env.observation_size["state"]}}
+    robot = getattr(env, "robot", None)
+    if robot is not None:
+        out["robot"] = {
+            "name": robot.name,
+            "mjcf_sha256": robot.mjcf_sha256(),
+            "joint_names": list(robot.joint_names),
+        }
+        out["physics_dt"] = float(env.mj_model.opt.timestep)
+        out["physics_substeps"] = env.n_substeps
+    layout = getattr(env, "OBSERVATION_LAYOUT", None)
+    if layout:
+        noise = dataclasses.asdict(env.config.noise) if hasattr(env.config, "noise") else {}
+        out["observation"]["layout"] = [
+            {
+                "name": name,
+                "size": size,
+                "noise_std": noise.get(name.replace("projected_", ""), 0.0),
+            }
+            for name, size in layout
+        ]
+    if hasattr(env, "default_pose"):
+        out["action"] = {
+            "size": env.action_size,
+            "scale": env.config.action_scale,
+            "default_pose": [float(x) for x in env.default_pose],
+            "target": "default_pose + scale * clip(action, -1, 1), then joint limits",
+        }
+    return out
+
+
+def _versions() -> dict[str, str]:
+    names = ("locomotion", "jax", "mujoco", "mujoco-mjx", "flax", "optax", "onnx")
+    out = {}
+    for name in names:
+        try:
+            out[name] = importlib.metadata.version(name)
+        except importlib.metadata.PackageNotFoundError:
+            pass
+    return out

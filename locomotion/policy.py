@@ -1,0 +1,109 @@
+"""Load an exported policy (a directory or the name of a shipped one) and check it fits."""
+
+from __future__ import annotations
+
+import dataclasses
+import importlib.resources
+import json
+from pathlib import Path
+
+import numpy as np
+
+from locomotion import config as config_io
+from locomotion import registry
+
+SHIPPED_DIR = Path(str(importlib.resources.files("locomotion.policies")))
+
+
+class PolicyError(ValueError):
+    """A policy that cannot be used here; the message says why in one line."""
+
+
+@dataclasses.dataclass
+class Policy:
+    """An ONNX actor plus its metadata; call it on a batch of observations [N, obs]."""
+
+    path: Path
+    meta: dict
+    session: object
+
+    def __call__(self, obs: np.ndarray) -> np.ndarray:
+        obs = np.asarray(obs, np.float32).reshape(-1, self.meta["observation"]["size"])
+        return self.session.run([self.meta["onnx"]["output"]], {self.meta["onnx"]["input"]: obs})[0]
+
+    @property
+    def task(self) -> str:
+        return self.meta["task"]
+
+    def env_config(self, **changes):
+        """The task config the policy was trained with, with `changes` applied."""
+        entry = registry.entry(self.task)
+        cfg = config_io.from_dict(type(entry.env_config), self.meta["env_config"])
+        return dataclasses.replace(cfg, **changes)
+
+
+def shipped_policies() -> list[str]:
+    if not SHIPPED_DIR.is_dir():
+        return []
+    return sorted(p.name for p in SHIPPED_DIR.iterdir() if (p / "policy.json").is_file())
+
+
+def resolve(name_or_dir: str | Path) -> Path:
+    path = Path(name_or_dir)
+    if path.is_dir():
+        return path
+    if (SHIPPED_DIR / str(name_or_dir)).is_dir():
+        return SHIPPED_DIR / str(name_or_dir)
+    known = ", ".join(shipped_policies()) or "none"
+    raise PolicyError(
+        f"no policy directory {str(name_or_dir)!r} and no shipped policy of that "
+        f"name (shipped: {known})"
+    )
+
+
+def load(name_or_dir: str | Path, task: str | None = None) -> Policy:
+    """Load and validate: metadata, task, robot MJCF hash, ONNX file, observation size."""
+    import onnxruntime as ort
+
+    path = resolve(name_or_dir)
+    meta_path, onnx_path = path / "policy.json", path / "policy.onnx"
+    for p in (meta_path, onnx_path):
+        if not p.is_file():
+            raise PolicyError(f"{path} is not an exported policy: {p.name} is missing")
+    try:
+        meta = json.loads(meta_path.read_text())
+    except json.JSONDecodeError as err:
+        raise PolicyError(f"{meta_path} is not valid JSON: {err}") from None
+    if not str(meta.get("format", "")).startswith("locomotion-policy/"):
+        raise PolicyError(f"{meta_path} is not a locomotion policy description")
+    if task is not None and meta["task"] != task:
+        raise PolicyError(f"policy was trained for task {meta['task']!r}, not {task!r}")
+    try:
+        entry = registry.entry(meta["task"])
+    except KeyError as err:
+        raise PolicyError(err.args[0]) from None
+    env = entry.env_class(entry.env_config)
+    robot = getattr(env, "robot", None)
+    if robot is not None:
+        want = meta.get("robot", {})
+        if want.get("name") != robot.name:
+            raise PolicyError(
+                f"policy is for robot {want.get('name')!r}, the task uses {robot.name!r}"
+            )
+        if want.get("mjcf_sha256") != robot.mjcf_sha256():
+            raise PolicyError(
+                f"robot {robot.name!r} MJCF has changed since the policy was "
+                "exported (sha256 differs); re-export or retrain the policy"
+            )
+    try:
+        session = ort.InferenceSession(str(onnx_path), providers=["CPUExecutionProvider"])
+    except Exception as err:  # onnxruntime raises its own exception types
+        first = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
+        raise PolicyError(f"{onnx_path} is not a loadable ONNX model ({first})") from None
+    obs_size = env.observation_size["state"]
+    in_shape = session.get_inputs()[0].shape
+    if meta["observation"]["size"] != obs_size or in_shape[-1] != obs_size:
+        raise PolicyError(
+            f"policy expects {in_shape[-1]} observations, task {meta['task']!r} gives {obs_size}"
+        )
+    return Policy(path, meta, session)

@@ -1,0 +1,114 @@
+"""Render a policy's native-MuJoCo rollout to MP4 (headless) and plot learning curves."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import numpy as np
+
+from locomotion.policy import Policy
+
+
+class RenderError(RuntimeError):
+    """Headless OpenGL is unavailable; the message names the fix."""
+
+
+def make_renderer(model, width: int, height: int):
+    import mujoco
+
+    offw, offh = int(model.vis.global_.offwidth), int(model.vis.global_.offheight)
+    if width > offw or height > offh:
+        raise ValueError(
+            f"video size {width}x{height} exceeds the model's offscreen buffer {offw}x{offh}"
+        )
+    try:
+        return mujoco.Renderer(model, height=height, width=width)
+    except Exception as err:  # the GL backends raise assorted types
+        gl = os.environ.get("MUJOCO_GL", "(unset)")
+        raise RenderError(
+            f"cannot create an OpenGL context (MUJOCO_GL={gl}: {err}). Install EGL "
+            "(Debian: apt-get install libegl1) or OSMesa (apt-get install libosmesa6) and set "
+            "MUJOCO_GL=egl or MUJOCO_GL=osmesa before starting Python"
+        ) from None
+
+
+def render_policy(
+    policy: Policy,
+    out: str | Path,
+    seconds: float = 5.0,
+    command=None,
+    width: int = 640,
+    height: int = 360,
+    seed: int = 0,
+) -> dict:
+    """Write an MP4 of one native rollout with a camera that follows the robot's base."""
+    import imageio_ffmpeg
+    import mediapy
+    import mujoco
+
+    from locomotion.replay import evaluate_native
+
+    frames: list[np.ndarray] = []
+    state = {}
+
+    def on_frame(model, data):
+        if "renderer" not in state:
+            state["renderer"] = make_renderer(model, width, height)
+            cam = mujoco.MjvCamera()
+            cam.type = mujoco.mjtCamera.mjCAMERA_TRACKING
+            cam.trackbodyid = model.body(1).id  # the floating base
+            cam.distance, cam.elevation, cam.azimuth = 1.2, -20.0, 135.0
+            state["camera"] = cam
+        renderer = state["renderer"]
+        renderer.update_scene(data, camera=state["camera"])
+        frames.append(renderer.render().copy())
+
+    metrics = evaluate_native(
+        policy,
+        episodes=1,
+        seconds=seconds,
+        seed=seed,
+        command=command,
+        on_frame=on_frame,
+        stop_on_fall=False,
+    )
+    if "renderer" in state:
+        state["renderer"].close()
+    mediapy.set_ffmpeg(imageio_ffmpeg.get_ffmpeg_exe())
+    out = Path(out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    fps = int(round(1.0 / policy.meta["control_dt"]))
+    mediapy.write_video(out, frames[1:], fps=fps)  # frames[0] is the initial state
+    return metrics
+
+
+def plot_learning_curves(rows: list[dict], out: str | Path, title: str = "") -> None:
+    """PNG of episode return and the main tracking/loss curves against environment steps."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    rows = [r for r in rows if "perf/iteration" in r]
+    steps = np.array([r["env_steps"] for r in rows]) / 1e6
+    panels = [
+        ("episode/return", "episode return"),
+        ("tracking/lin_vel_error", "lin. velocity error [m/s]"),
+        ("episode/length", "episode length [steps]"),
+    ]
+    panels = [(k, label) for k, label in panels if any(k in r for r in rows)]
+    fig, axes = plt.subplots(1, len(panels), figsize=(4.2 * len(panels), 3.2), squeeze=False)
+    for ax, (key, label) in zip(axes[0], panels, strict=True):
+        values = np.array([r.get(key, np.nan) or np.nan for r in rows], dtype=float)
+        if key.startswith("episode/"):  # iterations where no episode ended report 0
+            counts = np.array([r.get("episode/count", 1) for r in rows])
+            values[counts == 0] = np.nan
+        ax.plot(steps, values, lw=1.2)
+        ax.set_xlabel("environment steps [M]")
+        ax.set_title(label, fontsize=10)
+        ax.grid(alpha=0.3)
+    fig.suptitle(title, fontsize=11)
+    fig.tight_layout()
+    fig.savefig(out, dpi=110)
+    plt.close(fig)

@@ -1,0 +1,1 @@
+"""Policies trained with this project and shipped with it (each: policy.onnx + policy.json)."""
