@@ -193,8 +193,11 @@ def _video(args: list[str]) -> int:
 
 
 def _train(args: list[str]) -> int:
+    # The task, when given, comes first; everything argparse does not know goes to tyro (so a
+    # value like `--ppo.ent-coef 0.0` is never mistaken for the task).
+    task_arg = args[0] if args and not args[0].startswith("-") else None
+    args = args[1:] if task_arg is not None else args
     parser = argparse.ArgumentParser(prog="locomotion train", add_help=False)
-    parser.add_argument("task", nargs="?")
     parser.add_argument("--preset", choices=("smoke", "cpu", "gpu"))
     parser.add_argument("--run-dir", type=Path)
     parser.add_argument("--resume", type=Path)
@@ -219,11 +222,11 @@ def _train(args: list[str]) -> int:
         entry = _entry(task)
         default = config_io.load(run_dir / "config.json", type(entry.env_config))
     else:
-        if known.task is None:
+        if task_arg is None:
             raise UserError(
                 "usage: locomotion train TASK [--preset ...]; tasks: " + ", ".join(registry.names())
             )
-        entry = _entry(known.task)
+        entry = _entry(task_arg)
         preset = known.preset or ("gpu" if jax.default_backend() == "gpu" else "cpu")
         ppo_cfg, run_cfg = entry.presets[preset]
         default = config_io.TrainConfig(

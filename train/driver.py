@@ -6,6 +6,7 @@ import dataclasses
 import json
 import math
 import time
+import warnings
 from pathlib import Path
 
 import jax
@@ -43,7 +44,16 @@ def restore(run_dir: Path, template: ppo.TrainState, mesh) -> ppo.TrainState:
     path = latest_checkpoint(run_dir)
     if path is None:
         raise FileNotFoundError(f"no checkpoint in {Path(run_dir) / CHECKPOINT_DIR}")
-    state = checkpoint.load(path, template)
+    try:
+        state = checkpoint.load(path, template)
+    except ValueError as err:
+        if "env_state/" not in str(err):
+            raise
+        # The task's state layout changed since the checkpoint (new code): keep the learned
+        # state and start from freshly reset environments.
+        warnings.warn(f"environments restart from reset: {err}", stacklevel=2)
+        state = checkpoint.load(path, template.replace(env_state=None))
+        state = state.replace(env_state=template.env_state)
     env_state = ppo.shard_env_state(state.env_state, mesh)
     rest = jax.device_put(
         state.replace(env_state=None),
