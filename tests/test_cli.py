@@ -67,6 +67,9 @@ def test_train_quadruped_smoke_end_to_end(tmp_path):
         "ckpt_0000002.npz",
         "ckpt_0000003.npz",
     ]
+    # Every run ends with an exported policy, its learning curves and a short video.
+    for name in ("policy/policy.onnx", "policy/policy.json", "learning_curve.png", "video.mp4"):
+        assert (run_dir / name).is_file(), name
     evaluation = json.loads((run_dir / "eval.json").read_text())
     assert 0.0 <= evaluation["eval/fall_rate"] <= 1.0
     assert "eval/tracking/lin_vel_error" in evaluation
