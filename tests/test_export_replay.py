@@ -69,32 +69,6 @@ def test_native_and_mjx_observations_agree_on_the_same_state():
     assert float(via_native.done) == float(via_mjx.done)
 
 
-def test_shipped_policy_walks_in_native_mujoco(tmp_path):
-    """The end-to-end check: exported policy, native MuJoCo, forward command 0.5 m/s."""
-    out = tmp_path / "eval.json"
-    assert (
-        main(
-            [
-                "eval",
-                SHIPPED,
-                "--episodes",
-                "5",
-                "--seconds",
-                "10",
-                "--command",
-                "0.5,0,0",
-                "--json",
-                str(out),
-            ]
-        )
-        == 0
-    )
-    result = json.loads(out.read_text())
-    assert result["episodes"] == 5 and result["fall_rate"] == 0.0
-    assert result["lin_vel_error"] < 0.1, result["lin_vel_error"]
-    assert set(result["constraint_violation_rate"]) == {"torque_limit", "joint_velocity"}
-
-
 def test_video_has_requested_frames_and_motion(tmp_path):
     import imageio_ffmpeg
 
