@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import dataclasses
 import json
 import math
 import time
@@ -156,7 +155,3 @@ def _postfix(metrics: dict[str, float]) -> dict[str, str]:
     )[:3]
     shown.update({k.split("/", 1)[1]: metrics[k] for k in rewards})
     return {k: f"{v:.3g}" for k, v in shown.items()}
-
-
-def with_run(cfg: config_io.TrainConfig, **changes) -> config_io.TrainConfig:
-    return dataclasses.replace(cfg, run=dataclasses.replace(cfg.run, **changes))
