@@ -114,7 +114,8 @@ def evaluate_native(
             state = runner.step(state, policy(np.asarray(state.obs["state"]))[0])
             ret += float(state.reward)
             length += 1
-            for k, v in state.metrics.items():
+            # One device-to-host transfer per step for all metrics, not one per metric.
+            for k, v in jax.device_get(state.metrics).items():
                 sums[k] = sums.get(k, 0.0) + float(v)
             if on_frame:
                 on_frame(runner.model, runner.data)
@@ -143,8 +144,8 @@ def evaluate_mjx(
         state = step(state, jp.asarray(policy(np.asarray(state.obs["state"]))))
         returns += alive * np.asarray(state.reward)
         lengths += alive
-        for k, v in state.metrics.items():
-            sums[k] = sums.get(k, 0.0) + float(np.sum(alive * np.asarray(v)))
+        for k, v in jax.device_get(state.metrics).items():
+            sums[k] = sums.get(k, 0.0) + float(np.sum(alive * v))
         alive = alive * (1.0 - np.asarray(state.done))
         if not alive.any():
             break
