@@ -54,7 +54,9 @@ def _pendulum() -> TaskEntry:
 def _quadruped_joystick() -> TaskEntry:
     from locomotion.tasks.quadruped_joystick import QuadrupedJoystick, QuadrupedJoystickConfig
 
-    cpu = PPOConfig(num_envs=512, unroll_length=24, num_minibatches=4, num_epochs=5)
+    # No entropy bonus: the policy's noise then shrinks as tracking improves, which the
+    # 0.1 m/s tracking target needs (measured: a bonus of 0.005 kept std near 1).
+    cpu = PPOConfig(num_envs=512, unroll_length=24, num_minibatches=4, num_epochs=5, ent_coef=0.0)
     return TaskEntry(
         name="quadruped_joystick",
         description="Solo-12-class quadruped follows velocity commands on flat ground (MJX)",
@@ -78,11 +80,25 @@ def _quadruped_joystick() -> TaskEntry:
                     video_seconds=1.0,
                 ),
             ),
-            "cpu": (cpu, RunConfig(num_iterations=1200, checkpoint_every=50)),
+            "cpu": (cpu, RunConfig(num_iterations=1700, checkpoint_every=50)),
             "gpu": (
                 dataclasses.replace(cpu, num_envs=8192, num_minibatches=8),
                 RunConfig(num_iterations=1500, checkpoint_every=100),
             ),
         },
         eval_env_config=lambda cfg: dataclasses.replace(cfg, fixed_command=(0.5, 0.0, 0.0)),
+    )
+
+
+@register("quadruped_cat")
+def _quadruped_cat() -> TaskEntry:
+    from locomotion.tasks.quadruped_cat import QuadrupedCat, QuadrupedCatConfig
+
+    joystick = _quadruped_joystick()
+    return dataclasses.replace(
+        joystick,
+        name="quadruped_cat",
+        description="quadruped_joystick with Constraints as Terminations: tracking reward only",
+        env_class=QuadrupedCat,
+        env_config=QuadrupedCatConfig(),
     )

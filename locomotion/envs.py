@@ -75,6 +75,9 @@ _WRAPPER_KEYS = (
     "episode_return",
     "episode_length",
 )
+# Task info that describes the transition just taken (kept on the step that ends an episode,
+# not replaced by the reset state's): the CaT constraint violations.
+_TRANSITION_KEYS = ("violations",)
 
 
 class TrainingWrapper:
@@ -139,7 +142,9 @@ class TrainingWrapper:
         pick = lambda new, old: jp.where(done > 0, new, old)
         pipeline_state = jax.tree.map(pick, fresh.pipeline_state, nstate.pipeline_state)
         obs = jax.tree.map(pick, fresh.obs, nstate.obs)
+        kept = {k: task_info.pop(k) for k in _TRANSITION_KEYS if k in task_info}
         info = jax.tree.map(pick, {k: fresh.info[k] for k in task_info}, task_info)
+        info.update(kept)
         info.update(
             reset_key=key,
             steps=jp.where(done > 0, 0, steps),

@@ -14,7 +14,8 @@ from tqdm import tqdm
 
 from locomotion import checkpoint
 from locomotion import config as config_io
-from locomotion.envs import Env, TrainingWrapper
+from locomotion.cat import wrap_for_training
+from locomotion.envs import Env
 from locomotion.evaluation import evaluate
 from locomotion.runlog import MetricsLogger
 from locomotion.train import ppo
@@ -71,7 +72,7 @@ def train(
 ) -> tuple[ppo.TrainState, list[dict]]:
     """Train `env` with PPO per `cfg`. Writes config, metrics, checkpoints to `run_dir`."""
     pcfg, rcfg = cfg.ppo, cfg.run
-    wrapped = TrainingWrapper(env, pcfg.num_envs)
+    wrapped = wrap_for_training(env, pcfg.num_envs)
     mesh = ppo.make_mesh(pcfg.num_envs)
     state = ppo.init(wrapped, pcfg, jax.random.PRNGKey(rcfg.seed), mesh)
     logger = None
