@@ -28,13 +28,15 @@ class RobotSpec:
     velocity_limit: float  # [rad/s] joint speed the motors can reach (used by constraints)
     joint_lower: tuple[float, ...]  # [rad]
     joint_upper: tuple[float, ...]  # [rad]
-    root_body: str  # the floating base
-    imu_site: str
+    root_body: str  # the floating base of a legged robot, the fixed palm of a hand
+    imu_site: str = ""  # "" for robots without one (a fixed-base hand)
     foot_sites: tuple[str, ...] = ()
     foot_geoms: tuple[str, ...] = ()
     termination_geoms: tuple[str, ...] = ()  # touching the floor with these ends an episode
     floor_geom: str = "floor"
     sensors: tuple[str, ...] = ()  # sensor names the tasks read
+    fingertip_sites: tuple[str, ...] = ()  # hands: one site per fingertip
+    object_body: str = ""  # the manipulated object's body in the scenes ("" if none)
 
     @property
     def num_joints(self) -> int:
@@ -93,8 +95,11 @@ class RobotSpec:
             if not np.allclose(model.actuator_forcerange[a], [-limit, limit]):
                 problems.append(f"actuator {act!r} force range differs from torque limit")
         id_of(mujoco.mjtObj.mjOBJ_BODY, self.root_body)
-        id_of(mujoco.mjtObj.mjOBJ_SITE, self.imu_site)
-        for site in self.foot_sites:
+        if self.imu_site:
+            id_of(mujoco.mjtObj.mjOBJ_SITE, self.imu_site)
+        if self.object_body:
+            id_of(mujoco.mjtObj.mjOBJ_BODY, self.object_body)
+        for site in (*self.foot_sites, *self.fingertip_sites):
             id_of(mujoco.mjtObj.mjOBJ_SITE, site)
         for geom in (*self.foot_geoms, *self.termination_geoms, self.floor_geom):
             id_of(mujoco.mjtObj.mjOBJ_GEOM, geom)
