@@ -4,7 +4,7 @@ Chane-Sane et al., "CaT: Constraints as Terminations for Legged Locomotion Reinf
 Learning", IROS 2024. Instead of a penalty per constraint, every violation c+ = max(0, c(s, a))
 becomes a probability delta of ending the future rewards:
 
-    c_max  <- tau * c_max + (1 - tau) * max(max over the batch of c+, 1e-6)   (every step, per column)
+    c_max  <- tau * c_max + (1 - tau) * max(batch max of c+, 1e-6)   (each step, per column)
     p      =  p_max * clip(c+ / c_max, 0, 1)
     delta  =  max over constraints and columns of p
     reward <- max(0, reward * (1 - delta));  GAE continues with weight (1 - delta)
