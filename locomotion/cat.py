@@ -27,7 +27,7 @@ from typing import Literal
 import jax
 import jax.numpy as jp
 
-from locomotion.envs import State, TrainingWrapper
+from locomotion.envs import State, TrainingWrapper, strong_types
 
 Kind = Literal["hard", "soft", "style"]
 
@@ -164,7 +164,7 @@ class CaTWrapper:
         }
         metrics = dict(state.metrics)
         metrics.update(self._zero_metrics())
-        return state.replace(info={**state.info, "cat": cat}, metrics=metrics)
+        return strong_types(state.replace(info={**state.info, "cat": cat}, metrics=metrics))
 
     def _zero_metrics(self) -> dict[str, jax.Array]:
         zeros = jp.zeros(self.num_envs)
@@ -192,7 +192,7 @@ class CaTWrapper:
         metrics = dict(nstate.metrics)
         metrics["cat/delta_mean"] = delta
         metrics.update({f"cat/violation/{k}": v.mean(axis=-1) for k, v in violations.items()})
-        return nstate.replace(reward=reward, info=info, metrics=metrics)
+        return strong_types(nstate.replace(reward=reward, info=info, metrics=metrics))
 
 
 def wrap_for_training(env, num_envs: int):

@@ -66,6 +66,12 @@ class Env(abc.ABC):
         return 0.02
 
 
+def strong_types(tree):
+    """Drops JAX's weak types (`x * 1.0` of a bool is weakly typed), so that a state returned
+    by a compiled step has exactly the types of the state it got: no recompilation."""
+    return jax.tree.map(lambda x: x.astype(x.dtype), tree)
+
+
 _WRAPPER_KEYS = (
     "reset_key",
     "steps",
@@ -100,10 +106,10 @@ class TrainingWrapper:
 
     def reset(self, key: jax.Array) -> State:
         keys = jax.random.split(key, self.num_envs)
-        return jax.vmap(self._reset_one)(keys)
+        return strong_types(jax.vmap(self._reset_one)(keys))
 
     def step(self, state: State, action: jax.Array) -> State:
-        return jax.vmap(self._step_one)(state, action)
+        return strong_types(jax.vmap(self._step_one)(state, action))
 
     def _reset_one(self, key: jax.Array) -> State:
         key, key_reset = jax.random.split(key)
@@ -131,7 +137,8 @@ class TrainingWrapper:
         soft_termination = task_info.pop("termination", jp.zeros(()))
 
         terminated = nstate.done
-        truncated = jp.where(terminated > 0, 0.0, (steps >= self.env.episode_length) * 1.0)
+        truncated = jp.where(terminated > 0, 0.0, steps >= self.env.episode_length)
+        truncated = truncated.astype(jp.float32)
         done = jp.maximum(terminated, truncated)
         ep_return = state.info["episode_return"] + nstate.reward
         ep_length = state.info["episode_length"] + 1.0

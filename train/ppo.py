@@ -266,13 +266,32 @@ def set_learning_rate(opt_state, lr: jax.Array):
     return (opt_state[0], adam_state._replace(hyperparams=hyperparams), *opt_state[2:])
 
 
-def make_train_step(env: TrainingWrapper, cfg: PPOConfig, num_iterations: int, mesh: Mesh):
-    """The jitted iteration; the env state keeps its batch sharding across calls."""
+def state_shardings(state: TrainState, mesh: Mesh) -> TrainState:
+    """The placement of every leaf: the env batch split over the mesh, the rest replicated."""
+    replicated = NamedSharding(mesh, PartitionSpec())
     env_sharding = NamedSharding(mesh, PartitionSpec("batch"))
+    rest = jax.tree.map(lambda _: replicated, state.replace(env_state=None))
+    return rest.replace(env_state=jax.tree.map(lambda _: env_sharding, state.env_state))
 
-    def step(state: TrainState):
-        state, metrics = train_step(env, cfg, num_iterations, state)
-        env_state = jax.lax.with_sharding_constraint(state.env_state, env_sharding)
-        return state.replace(env_state=env_state), metrics
 
-    return jax.jit(step, donate_argnums=0)
+def make_train_step(env: TrainingWrapper, cfg: PPOConfig, num_iterations: int, mesh: Mesh):
+    """The jitted iteration; the env state keeps its batch sharding across calls.
+
+    Input and output placements are fixed (`state_shardings`), so the outputs of one call are
+    valid inputs of the next without a second compilation.
+    """
+    compiled = {}
+
+    def call(state: TrainState):
+        if "step" not in compiled:
+            shardings = state_shardings(state, mesh)
+            replicated = NamedSharding(mesh, PartitionSpec())
+            compiled["step"] = jax.jit(
+                lambda s: train_step(env, cfg, num_iterations, s),
+                in_shardings=(shardings,),
+                out_shardings=(shardings, replicated),
+                donate_argnums=0,
+            )
+        return compiled["step"](state)
+
+    return call
