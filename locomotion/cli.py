@@ -133,14 +133,19 @@ def _eval(args: list[str]) -> int:
 
 
 def _table(result: dict) -> str:
+    from locomotion import registry
+    from locomotion.replay import eval_report
+
     mjx = result.get("mjx")
+    report = eval_report(result["task"])
     rows = [
         ("return_mean", "return (mean)"),
         ("episode_length_mean", "episode length [steps]"),
-        ("fall_rate", "fall rate"),
-        ("lin_vel_error", "lin. velocity error [m/s]"),
-        ("ang_vel_error", "yaw-rate error [rad/s]"),
+        (f"{report.termination}_rate", f"{report.termination} rate"),
     ]
+    rows += [(key, label) for key, _, label in report.step_means]
+    for key, _, label in report.episode_counts:
+        rows += [(f"{key}_median", f"{label} (median)"), (f"{key}_mean", f"{label} (mean)")]
     rows += [
         (f"constraint_violation_rate/{k}", f"violations: {k} [share of steps]")
         for k in result["constraint_violation_rate"]
@@ -151,10 +156,9 @@ def _table(result: dict) -> str:
             return res["constraint_violation_rate"][key.split("/", 1)[1]]
         return res[key]
 
-    head = (
-        f"{result['task']}: {result['episodes']} episodes x {result['seconds']} s, "
-        f"command {result['command'] or 'sampled'}"
-    )
+    head = f"{result['task']}: {result['episodes']} episodes x {result['seconds']} s"
+    if hasattr(registry.entry(result["task"]).env_config, "fixed_command"):
+        head += f", command {result['command'] or 'sampled'}"
     lines = [
         head,
         f"{'metric':46s} {'native MuJoCo':>14s}" + (f" {'MJX':>10s} {'gap':>10s}" if mjx else ""),
@@ -263,11 +267,18 @@ def _train(args: list[str]) -> int:
 def _finish_run(run_dir: Path, cfg) -> None:
     """Export the policy, plot the learning curves and render a short video into the run."""
     from locomotion.export import export
+    from locomotion.replay import eval_report
     from locomotion.runlog import read_metrics
     from locomotion.video import RenderError, plot_learning_curves, render_policy
 
     out = export(run_dir)
-    plot_learning_curves(read_metrics(run_dir), run_dir / "learning_curve.png", cfg.task)
+    report = eval_report(cfg.task)
+    plot_learning_curves(
+        read_metrics(run_dir),
+        run_dir / "learning_curve.png",
+        cfg.task,
+        extra_panels=[(metric, label) for _, metric, label in report.step_means],
+    )
     print(f"exported policy: {out}")
     if cfg.run.video_seconds > 0:
         try:

@@ -135,13 +135,14 @@ def describe_env(env) -> dict:
     layout = getattr(env, "OBSERVATION_LAYOUT", None)
     if layout:
         noise = dataclasses.asdict(env.config.noise) if hasattr(env.config, "noise") else {}
+        gain = getattr(env.config, "obs_noise", 1.0)
+
+        def noise_std(name: str) -> float:
+            # "joint_pos@t-1" is an older frame of "joint_pos", with the same noise.
+            return gain * noise.get(name.split("@", 1)[0].replace("projected_", ""), 0.0)
+
         out["observation"]["layout"] = [
-            {
-                "name": name,
-                "size": size,
-                "noise_std": noise.get(name.replace("projected_", ""), 0.0),
-            }
-            for name, size in layout
+            {"name": name, "size": size, "noise_std": noise_std(name)} for name, size in layout
         ]
     if hasattr(env, "default_pose"):
         out["action"] = {

@@ -5,10 +5,15 @@ The task code is the single source of truth: native replay calls the task's jitt
 termination, metrics) on the native state copied into MJX with `mjx.put_data`; only the physics
 in between is C MuJoCo. Evaluation runs the nominal robot (no randomization, pushes or noise)
 so that the MJX-vs-native gap is the simulators' alone.
+
+What an evaluation reports beyond return and episode length is the task's `EVAL_REPORT` (an
+`EvalReport`): the name of its termination (reported as `<name>_rate`), step metrics to average
+and per-step events to count per episode. Tasks that declare none get `LOCOMOTION_REPORT`.
 """
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Callable
 
 import jax
@@ -19,6 +24,38 @@ from mujoco import mjx
 
 from locomotion import registry
 from locomotion.policy import Policy
+
+
+@dataclasses.dataclass(frozen=True, kw_only=True)
+class EvalReport:
+    """The task-specific part of an evaluation summary; a task class sets it as `EVAL_REPORT`.
+
+    Step metrics are the task's `State.metrics` entries; the labels head the rows of
+    `locomotion eval`'s table.
+    """
+
+    termination: str = "fall"
+    """What a termination is called: `<termination>_rate` is the share of episodes it ended."""
+    step_means: tuple[tuple[str, str, str], ...] = ()
+    """(key, step metric, label): the metric averaged over every step of every episode."""
+    episode_counts: tuple[tuple[str, str, str], ...] = ()
+    """(key, step metric, label): the metric summed over each episode (a count of per-step
+    events); reported as `<key>_median` and `<key>_mean` over the episodes."""
+
+
+# What the legged tasks report (they declare no EVAL_REPORT of their own).
+LOCOMOTION_REPORT = EvalReport(
+    termination="fall",
+    step_means=(
+        ("lin_vel_error", "tracking/lin_vel_error", "lin. velocity error [m/s]"),
+        ("ang_vel_error", "tracking/ang_vel_error", "yaw-rate error [rad/s]"),
+    ),
+)
+
+
+def eval_report(task: str) -> EvalReport:
+    """The registered task's `EVAL_REPORT` (read from its class, nothing is built)."""
+    return getattr(registry.entry(task).env_class, "EVAL_REPORT", LOCOMOTION_REPORT)
 
 
 def eval_env(policy: Policy, command: tuple[float, float, float] | None = None):
@@ -57,6 +94,7 @@ class NativeRunner:
         self.data.qpos[:] = np.asarray(d.qpos)
         self.data.qvel[:] = np.asarray(d.qvel)
         self.data.ctrl[:] = np.asarray(d.ctrl)
+        self._copy_mocap(d)
         mujoco.mj_forward(self.model, self.data)
         data = self.to_mjx()
         obs = self._observe(data, state.info, jax.random.PRNGKey(0))
@@ -67,27 +105,41 @@ class NativeRunner:
         state, ctrl = self._before(state, action)
         self.data.qvel[:] = np.asarray(state.pipeline_state.qvel)  # pushes, if any
         self.data.ctrl[:] = np.asarray(ctrl)
+        self._copy_mocap(state.pipeline_state)
         for _ in range(self.env.n_substeps):
             mujoco.mj_step(self.model, self.data)
         return self._after(state, self.to_mjx(), action)
 
+    def _copy_mocap(self, d: mjx.Data) -> None:
+        """Mocap bodies the task moves (e.g. a goal marker) follow the task's MJX state."""
+        if self.model.nmocap:
+            self.data.mocap_pos[:] = np.asarray(d.mocap_pos)
+            self.data.mocap_quat[:] = np.asarray(d.mocap_quat)
 
-def _summarize(task: str, episodes: int, returns, lengths, falls, metric_sums, steps) -> dict:
-    total = max(float(np.sum(steps)), 1.0)
-    mean = {k: float(v) / total for k, v in metric_sums.items()}
-    return {
+
+def _summarize(task: str, returns, lengths, ended, sums: dict[str, np.ndarray]) -> dict:
+    """Evaluation summary from per-episode returns, lengths, endings and metric sums."""
+    report = eval_report(task)
+    total = max(float(np.sum(lengths)), 1.0)
+    mean = {k: float(np.sum(v)) / total for k, v in sums.items()}
+    out = {
         "task": task,
-        "episodes": episodes,
+        "episodes": len(returns),
         "return_mean": float(np.mean(returns)),
         "episode_length_mean": float(np.mean(lengths)),
-        "fall_rate": float(np.mean(falls)),
-        "lin_vel_error": mean.get("tracking/lin_vel_error", float("nan")),
-        "ang_vel_error": mean.get("tracking/ang_vel_error", float("nan")),
-        "constraint_violation_rate": {
-            k.split("/", 1)[1]: v for k, v in mean.items() if k.startswith("constraint/")
-        },
-        "metrics": mean,
+        f"{report.termination}_rate": float(np.mean(ended)),
     }
+    for key, metric, _ in report.step_means:
+        out[key] = mean.get(metric, float("nan"))
+    for key, metric, _ in report.episode_counts:
+        per_episode = np.asarray(sums.get(metric, np.full(len(returns), np.nan)), float)
+        out[f"{key}_median"] = float(np.median(per_episode))
+        out[f"{key}_mean"] = float(np.mean(per_episode))
+    out["constraint_violation_rate"] = {
+        k.split("/", 1)[1]: v for k, v in mean.items() if k.startswith("constraint/")
+    }
+    out["metrics"] = mean
+    return out
 
 
 def evaluate_native(
@@ -105,7 +157,7 @@ def evaluate_native(
     num_steps = int(round(seconds / env.dt))
     keys = jax.random.split(jax.random.PRNGKey(seed), episodes)
     returns, lengths, falls, sums = [], [], [], {}
-    for key in keys:
+    for episode, key in enumerate(keys):
         state = runner.reset(key)
         ret, length, fell = 0.0, 0, False
         if on_frame:
@@ -116,7 +168,7 @@ def evaluate_native(
             length += 1
             # One device-to-host transfer per step for all metrics, not one per metric.
             for k, v in jax.device_get(state.metrics).items():
-                sums[k] = sums.get(k, 0.0) + float(v)
+                sums.setdefault(k, np.zeros(episodes))[episode] += float(v)
             if on_frame:
                 on_frame(runner.model, runner.data)
             if float(state.done) > 0 and not fell:
@@ -126,7 +178,7 @@ def evaluate_native(
         returns.append(ret)
         lengths.append(length)
         falls.append(fell)
-    return _summarize(policy.task, episodes, returns, lengths, falls, sums, lengths)
+    return _summarize(policy.task, returns, lengths, falls, sums)
 
 
 def evaluate_mjx(
@@ -145,8 +197,8 @@ def evaluate_mjx(
         returns += alive * np.asarray(state.reward)
         lengths += alive
         for k, v in jax.device_get(state.metrics).items():
-            sums[k] = sums.get(k, 0.0) + float(np.sum(alive * v))
+            sums[k] = sums.get(k, 0.0) + alive * np.asarray(v)
         alive = alive * (1.0 - np.asarray(state.done))
         if not alive.any():
             break
-    return _summarize(policy.task, episodes, returns, lengths, alive == 0, sums, lengths)
+    return _summarize(policy.task, returns, lengths, alive == 0, sums)

@@ -33,6 +33,21 @@ def make_renderer(model, width: int, height: int):
         ) from None
 
 
+def make_camera(model, name: str | None):
+    """The named scene camera, or a camera tracking body 1 (a legged robot's floating base)."""
+    import mujoco
+
+    if name is not None:
+        if mujoco.mj_name2id(model, mujoco.mjtObj.mjOBJ_CAMERA, name) < 0:
+            raise ValueError(f"the scene has no camera {name!r}")
+        return name
+    cam = mujoco.MjvCamera()
+    cam.type = mujoco.mjtCamera.mjCAMERA_TRACKING
+    cam.trackbodyid = model.body(1).id
+    cam.distance, cam.elevation, cam.azimuth = 1.2, -20.0, 135.0
+    return cam
+
+
 def render_policy(
     policy: Policy,
     out: str | Path,
@@ -42,24 +57,25 @@ def render_policy(
     height: int = 360,
     seed: int = 0,
 ) -> dict:
-    """Write an MP4 of one native rollout with a camera that follows the robot's base."""
+    """Write an MP4 of one native rollout.
+
+    The camera is the scene camera the task names in `VIDEO_CAMERA` (a fixed view, e.g. of a
+    hand's palm), else one that follows the robot's floating base.
+    """
     import imageio_ffmpeg
     import mediapy
-    import mujoco
 
+    from locomotion import registry
     from locomotion.replay import evaluate_native
 
     frames: list[np.ndarray] = []
     state = {}
+    camera_name = getattr(registry.entry(policy.task).env_class, "VIDEO_CAMERA", None)
 
     def on_frame(model, data):
         if "renderer" not in state:
             state["renderer"] = make_renderer(model, width, height)
-            cam = mujoco.MjvCamera()
-            cam.type = mujoco.mjtCamera.mjCAMERA_TRACKING
-            cam.trackbodyid = model.body(1).id  # the floating base
-            cam.distance, cam.elevation, cam.azimuth = 1.2, -20.0, 135.0
-            state["camera"] = cam
+            state["camera"] = make_camera(model, camera_name)
         renderer = state["renderer"]
         renderer.update_scene(data, camera=state["camera"])
         frames.append(renderer.render().copy())
@@ -83,8 +99,14 @@ def render_policy(
     return metrics
 
 
-def plot_learning_curves(rows: list[dict], out: str | Path, title: str = "") -> None:
-    """PNG of episode return and the main tracking/loss curves against environment steps."""
+def plot_learning_curves(
+    rows: list[dict], out: str | Path, title: str = "", extra_panels=()
+) -> None:
+    """PNG of episode return and the main task metrics against environment steps.
+
+    `extra_panels`: (metric, label) pairs of task metrics to plot too (those the task reports
+    in evaluation); metrics absent from the log are skipped.
+    """
     import matplotlib
 
     matplotlib.use("Agg")
@@ -95,8 +117,9 @@ def plot_learning_curves(rows: list[dict], out: str | Path, title: str = "") -> 
     panels = [
         ("episode/return", "episode return"),
         ("tracking/lin_vel_error", "lin. velocity error [m/s]"),
-        ("episode/length", "episode length [steps]"),
     ]
+    panels += [p for p in extra_panels if p[0] not in dict(panels)]
+    panels.append(("episode/length", "episode length [steps]"))
     panels = [(k, label) for k, label in panels if any(k in r for r in rows)]
     fig, axes = plt.subplots(1, len(panels), figsize=(4.2 * len(panels), 3.2), squeeze=False)
     for ax, (key, label) in zip(axes[0], panels, strict=True):

@@ -1,0 +1,223 @@
+"""In-hand reorientation: turn the cube to a random goal orientation; when the orientation error
+falls below `success_threshold` a new goal is drawn, for as long as the episode lasts. The goal
+is shown by the ghost cube (a mocap body of the scene) in videos.
+
+Observation ("state", 32 * history + 15 = 111): per frame, newest first, joint positions minus
+default (16, noisy) and the last action (16); then the cube position relative to the palm centre
+(3, noisy), its quaternion (4, noisy), the goal quaternion (4) and the rotation from the (noisy)
+cube to the goal (4). Quaternions are (w, x, y, z) with w >= 0.
+Critic ("privileged_state", 92): the hand tasks' common critic view (hand_common.py, 83), the
+goal (4), the true rotation to the goal (4) and the orientation error (1).
+Action (16): joint position targets around the default grasp (hand_common.py), 20 Hz.
+Termination: the cube drops (its centre below the palm's top face) or moves more than
+`max_cube_distance` from where it started.
+
+The goal logic (success, resampling, success count, error progress) is the pure function
+`goal_transition`, tested on hand-made trajectories without physics.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+
+import jax
+import jax.numpy as jp
+from mujoco import mjx
+
+from locomotion.envs import State
+from locomotion.replay import EvalReport
+from locomotion.tasks.hand_common import (
+    NUM_JOINTS,
+    HandCubeEnv,
+    HandNoise,
+    HandRandomization,
+    canonical,
+    orientation_error,
+    quat_conj,
+    quat_mul,
+    random_quat,
+)
+
+
+@dataclasses.dataclass(frozen=True, kw_only=True)
+class RewardScales:
+    """Weight of each reward term (0 switches a term off). The sum is multiplied by ctrl_dt."""
+
+    orientation_progress: float = 5.0  # per rad the orientation error shrank (term in rad/s)
+    success: float = 200.0  # once per reached goal (10 at 20 Hz)
+    action_rate: float = -0.01  # per squared change of the action
+    joint_velocity: float = -1e-3  # per (rad/s)^2, summed over the joints
+    termination: float = -100.0  # once, when the cube drops (-5 at 20 Hz)
+
+
+@dataclasses.dataclass(frozen=True, kw_only=True)
+class HandReorientConfig:
+    """Task settings; reward, noise and randomization are nested dataclasses."""
+
+    scene: str = "cube"
+    ctrl_dt: float = 0.05  # [s] control period (10 physics steps of 0.005 s)
+    episode_seconds: float = 20.0  # [s] time limit (a truncation, not a termination)
+    action_scale: float = 0.5  # [rad] per unit action
+    history: int = 3  # proprioceptive frames in the actor's observation
+    success_threshold: float = 0.4  # [rad] orientation error that counts as reaching the goal
+    obs_noise: float = 1.0  # multiplies every HandNoise entry (0 = clean observations)
+    noise: HandNoise = HandNoise()
+    rewards: RewardScales = RewardScales()
+    randomize: bool = True  # domain randomization per episode (HandRandomization ranges)
+    domain: HandRandomization = HandRandomization()
+    init_joint_noise: float = 0.03  # [rad] spread of the initial joint positions
+    drop_below_palm: float = 0.0  # [m] dropped: cube centre this far below the palm's top face
+    max_cube_distance: float = 0.08  # [m] dropped: cube centre this far from its start
+
+    def __post_init__(self):
+        if self.ctrl_dt <= 0 or self.episode_seconds <= 0:
+            raise ValueError("ctrl_dt and episode_seconds must be positive")
+        if not 0 < self.success_threshold < math.pi:
+            raise ValueError("success_threshold must be in (0, pi) rad")
+        if self.history < 1:
+            raise ValueError("history must be >= 1")
+
+
+def goal_transition(
+    cube_quat: jax.Array,
+    goal: jax.Array,
+    prev_error: jax.Array,
+    successes: jax.Array,
+    candidate: jax.Array,
+    threshold: float,
+) -> dict[str, jax.Array]:
+    """One step of the goal logic, pure (no physics).
+
+    The error is measured against the goal of this step: `progress` = prev_error - error [rad]
+    and `success` = error < threshold. On a success the goal becomes `candidate`, the success
+    count grows by one, and the next step's progress is measured from the error to the new goal
+    (so drawing a new goal is never a penalty).
+    """
+    error = orientation_error(cube_quat, goal)
+    success = error < threshold
+    new_goal = jp.where(success, candidate, goal)
+    return {
+        "error": error,
+        "progress": prev_error - error,
+        "success": success,
+        "successes": successes + success,
+        "goal": new_goal,
+        "prev_error": jp.where(success, orientation_error(cube_quat, new_goal), error),
+    }
+
+
+class HandReorient(HandCubeEnv):
+    """Reorient the cube to a stream of random goals on the palm of the 16-DoF hand."""
+
+    EVAL_REPORT = EvalReport(
+        termination="drop",
+        step_means=(
+            ("orientation_error", "reorient/orientation_error", "orientation error [rad]"),
+        ),
+        episode_counts=(("consecutive_successes", "reorient/success", "successes per episode"),),
+    )
+
+    def __init__(self, config: HandReorientConfig = HandReorientConfig()):
+        super().__init__(config)
+
+    @property
+    def OBSERVATION_LAYOUT(self) -> tuple[tuple[str, int], ...]:  # the name export.py reads
+        return (
+            *self.proprio_layout(),
+            ("cube_pos", 3),
+            ("cube_quat", 4),
+            ("goal_quat", 4),
+            ("goal_relative", 4),
+        )
+
+    # ------------------------------------------------------------------------------ reset
+    def reset(self, key: jax.Array) -> State:
+        key_q, key_dr, key_goal, key_obs, key = jax.random.split(key, 5)
+        params = self.sample_params(key_dr)
+        data = self.initial_data(key_q, params)
+        goal = random_quat(key_goal)
+        data = data.replace(mocap_quat=data.mocap_quat.at[self.goal_mocap].set(goal))
+        info = self.initial_info(key, params, data)
+        info.update(
+            goal=goal,
+            prev_error=orientation_error(self.cube_pose(data)[1], goal),
+            successes=jp.zeros(()),
+        )
+        metrics = {f"reward/{name}": jp.zeros(()) for name in self.reward_names}
+        metrics.update(
+            {"reorient/success": jp.zeros(()), "reorient/orientation_error": jp.zeros(())}
+        )
+        obs = self.observation(data, info, key_obs)
+        return State(data, obs, jp.zeros(()), jp.zeros(()), metrics, info)
+
+    # ------------------------------------------------------------------------------- step
+    def after_physics(self, state: State, data: mjx.Data, action: jax.Array) -> State:
+        c = self.config
+        action = jp.clip(action, -1.0, 1.0)
+        info = dict(state.info)
+        key, key_goal, key_obs = jax.random.split(info["rng"], 3)
+        goal = goal_transition(
+            self.cube_pose(data)[1],
+            info["goal"],
+            info["prev_error"],
+            info["successes"],
+            random_quat(key_goal),
+            c.success_threshold,
+        )
+        success = goal["success"].astype(jp.float32)
+        terms = {
+            "orientation_progress": goal["progress"] / c.ctrl_dt,
+            "success": success,
+            "action_rate": jp.sum((action - info["last_action"]) ** 2),
+            "joint_velocity": jp.sum(data.qvel[:NUM_JOINTS] ** 2),
+        }
+        # float32, not a weakly typed `* 1.0`: the state keeps its types (no recompile).
+        dropped = self.dropped(data, info["cube_start"]).astype(jp.float32)
+        terms["termination"] = dropped
+        scales = dataclasses.asdict(c.rewards)
+        reward = sum(scales[k] * v for k, v in terms.items()) * c.ctrl_dt
+
+        data = data.replace(mocap_quat=data.mocap_quat.at[self.goal_mocap].set(goal["goal"]))
+        info.update(
+            rng=key,
+            step=info["step"] + 1,
+            last_action=action,
+            goal=goal["goal"],
+            prev_error=goal["prev_error"],
+            successes=goal["successes"],
+        )
+        metrics = {f"reward/{k}": v for k, v in terms.items()}
+        metrics["reorient/success"] = success
+        metrics["reorient/orientation_error"] = goal["error"]
+        obs = self.observation(data, info, key_obs)
+        return state.replace(
+            pipeline_state=data,
+            obs=obs,
+            reward=reward,
+            done=dropped,
+            metrics=metrics,
+            info=info,
+        )
+
+    # ------------------------------------------------------------------------ observation
+    reward_names = tuple(f.name for f in dataclasses.fields(RewardScales))
+
+    def observation(self, data: mjx.Data, info: dict, key: jax.Array) -> dict[str, jax.Array]:
+        """Actor and critic observations; the single definition used by training and replay."""
+        key_proprio, key_cube = jax.random.split(key)
+        state, clean = self.proprio(data, info, key_proprio)
+        cube_pos, cube_quat = self.noisy_cube_pose(data, key_cube)
+        goal = canonical(info["goal"])
+        to_goal = canonical(quat_mul(info["goal"], quat_conj(cube_quat)))
+        true_quat = self.cube_pose(data)[1]
+        privileged = [
+            *self.privileged_common(data, info, clean),
+            goal,
+            canonical(quat_mul(info["goal"], quat_conj(true_quat))),
+            orientation_error(true_quat, info["goal"])[None],
+        ]
+        return {
+            "state": jp.concatenate([state, cube_pos, cube_quat, goal, to_goal]),
+            "privileged_state": jp.concatenate(privileged),
+        }

@@ -1,0 +1,137 @@
+"""In-hand rotation: keep the cube turning about the vertical axis (counter-clockwise seen from
+above) while it rests on the palm, without dropping it.
+
+Observation ("state", 32 * history = 96): per frame, newest first, joint positions minus default
+(16, noisy) and the last action (16). The actor sees no cube state: it turns the cube by feel.
+Critic ("privileged_state", 83): clean joint positions and last action, joint velocities, cube
+position (relative to the palm centre) and quaternion, cube linear and angular velocity (world),
+fingertip positions, fingertip touch, and the episode's randomized physics (hand_common.py).
+Action (16): joint position targets around the default grasp (hand_common.py), 20 Hz.
+Termination: the cube drops (its centre below the palm's top face) or moves more than
+`max_cube_distance` from where it started.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+
+import jax
+import jax.numpy as jp
+from mujoco import mjx
+
+from locomotion.envs import State
+from locomotion.replay import EvalReport
+from locomotion.tasks.hand_common import HandCubeEnv, HandNoise, HandRandomization
+
+
+@dataclasses.dataclass(frozen=True, kw_only=True)
+class RewardScales:
+    """Weight of each reward term (0 switches a term off). The sum is multiplied by ctrl_dt."""
+
+    yaw_rate: float = 1.0  # per rad/s of the cube's (clipped) world-z angular velocity
+    cube_drift: float = -10.0  # per m the cube is from where it started
+    energy: float = -0.05  # per W of servo power
+    action_rate: float = -0.01  # per squared change of the action
+    termination: float = -50.0  # once, when the cube drops (-2.5 at 20 Hz)
+
+
+@dataclasses.dataclass(frozen=True, kw_only=True)
+class HandRotateZConfig:
+    """Task settings; reward, noise and randomization are nested dataclasses."""
+
+    scene: str = "cube"
+    ctrl_dt: float = 0.05  # [s] control period (10 physics steps of 0.005 s)
+    episode_seconds: float = 20.0  # [s] time limit (a truncation, not a termination)
+    action_scale: float = 0.5  # [rad] per unit action
+    history: int = 3  # proprioceptive frames in the actor's observation
+    max_yaw_rate: float = 1.0  # [rad/s] the yaw-rate reward is clipped to +-this (no flicking)
+    obs_noise: float = 1.0  # multiplies every HandNoise entry (0 = clean observations)
+    noise: HandNoise = HandNoise()
+    rewards: RewardScales = RewardScales()
+    randomize: bool = True  # domain randomization per episode (HandRandomization ranges)
+    domain: HandRandomization = HandRandomization()
+    init_joint_noise: float = 0.03  # [rad] spread of the initial joint positions
+    drop_below_palm: float = 0.0  # [m] dropped: cube centre this far below the palm's top face
+    max_cube_distance: float = 0.06  # [m] dropped: cube centre this far from its start
+
+    def __post_init__(self):
+        if self.ctrl_dt <= 0 or self.episode_seconds <= 0 or self.max_yaw_rate <= 0:
+            raise ValueError("ctrl_dt, episode_seconds and max_yaw_rate must be positive")
+        if self.history < 1:
+            raise ValueError("history must be >= 1")
+
+
+class HandRotateZ(HandCubeEnv):
+    """Rotate the cube about world z on the palm of the 16-DoF hand."""
+
+    EVAL_REPORT = EvalReport(
+        termination="drop",
+        step_means=(("cube_yaw_rate", "cube/yaw_rate", "cube yaw rate [rad/s]"),),
+    )
+
+    def __init__(self, config: HandRotateZConfig = HandRotateZConfig()):
+        super().__init__(config)
+
+    @property
+    def OBSERVATION_LAYOUT(self) -> tuple[tuple[str, int], ...]:  # the name export.py reads
+        return self.proprio_layout()
+
+    # ------------------------------------------------------------------------------ reset
+    def reset(self, key: jax.Array) -> State:
+        key_q, key_dr, key_obs, key = jax.random.split(key, 4)
+        params = self.sample_params(key_dr)
+        data = self.initial_data(key_q, params)
+        # No goal in this task: the ghost cube goes under the floor, out of the videos.
+        data = data.replace(mocap_pos=data.mocap_pos.at[:, 2].set(-1.0))
+        info = self.initial_info(key, params, data)
+        metrics = {f"reward/{name}": jp.zeros(()) for name in self.reward_names}
+        metrics.update({"cube/yaw_rate": jp.zeros(()), "cube/drift": jp.zeros(())})
+        obs = self.observation(data, info, key_obs)
+        return State(data, obs, jp.zeros(()), jp.zeros(()), metrics, info)
+
+    # ------------------------------------------------------------------------------- step
+    def after_physics(self, state: State, data: mjx.Data, action: jax.Array) -> State:
+        c = self.config
+        action = jp.clip(action, -1.0, 1.0)
+        info = dict(state.info)
+        key, key_obs = jax.random.split(info["rng"])
+        terms = self.reward_terms(data, action, info)
+        # float32, not a weakly typed `* 1.0`: the state keeps its types (no recompile).
+        dropped = self.dropped(data, info["cube_start"]).astype(jp.float32)
+        terms["termination"] = dropped
+        scales = dataclasses.asdict(c.rewards)
+        reward = sum(scales[k] * v for k, v in terms.items()) * c.ctrl_dt
+        info.update(rng=key, step=info["step"] + 1, last_action=action)
+        metrics = {f"reward/{k}": v for k, v in terms.items()}
+        metrics["cube/yaw_rate"] = self.cube_velocity(data)[1][2]
+        metrics["cube/drift"] = jp.linalg.norm(self.cube_pose(data)[0] - info["cube_start"])
+        obs = self.observation(data, info, key_obs)
+        return state.replace(
+            pipeline_state=data,
+            obs=obs,
+            reward=reward,
+            done=dropped,
+            metrics=metrics,
+            info=info,
+        )
+
+    # ------------------------------------------------------------------------ observation
+    def observation(self, data: mjx.Data, info: dict, key: jax.Array) -> dict[str, jax.Array]:
+        """Actor and critic observations; the single definition used by training and replay."""
+        state, clean = self.proprio(data, info, key)
+        privileged = self.privileged_common(data, info, clean)
+        return {"state": state, "privileged_state": jp.concatenate(privileged)}
+
+    # ---------------------------------------------------------------------------- rewards
+    reward_names = tuple(f.name for f in dataclasses.fields(RewardScales))
+
+    def reward_terms(self, data: mjx.Data, action: jax.Array, info: dict) -> dict[str, jax.Array]:
+        """Unscaled reward terms, one small expression each (termination added by the caller)."""
+        c = self.config
+        yaw_rate = self.cube_velocity(data)[1][2]
+        return {
+            "yaw_rate": jp.clip(yaw_rate, -c.max_yaw_rate, c.max_yaw_rate),
+            "cube_drift": jp.linalg.norm(self.cube_pose(data)[0] - info["cube_start"]),
+            "energy": self.energy(data),
+            "action_rate": jp.sum((action - info["last_action"]) ** 2),
+        }

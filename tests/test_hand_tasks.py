@@ -1,0 +1,369 @@
+"""The hand-and-cube tasks: jit-able reset/step with observations of the declared layout, the
+reorientation goal logic on hand-made trajectories, drop termination, MJX-vs-native agreement,
+the evaluation report, the goal ghost in the rendered scene, and a smoke run through the CLI."""
+
+import dataclasses
+import json
+import subprocess
+import sys
+
+import jax
+import jax.numpy as jp
+import mujoco
+import numpy as np
+import pytest
+from mujoco import mjx
+
+from locomotion import registry
+from locomotion.replay import NativeRunner, _summarize, eval_report
+from locomotion.tasks.hand_common import axis_angle_quat, orientation_error, quat_mul
+from locomotion.tasks.hand_reorient import goal_transition
+
+TASKS = ("hand_rotate_z", "hand_reorient")
+# Declared in the task docstrings: actor 32 per proprioceptive frame (3 frames) [+ 15 cube and
+# goal numbers], critic 83 [+ 9].
+SIZES = {"hand_rotate_z": (96, 83), "hand_reorient": (111, 92)}
+
+
+_EVAL_ENVS = {}
+
+
+def _eval_env(name: str):
+    """A task with evaluation settings (nominal physics, clean observations), its jitted reset
+    and step; built once per test session (each jitted step compiles in about 40 s on CPU).
+    Randomized steps of every task are tested in test_tasks.py."""
+    if name not in _EVAL_ENVS:
+        entry = registry.entry(name)
+        env = entry.env_class(entry.eval_env_config(entry.env_config))
+        assert not env.config.randomize and env.config.obs_noise == 0.0
+        _EVAL_ENVS[name] = (env, jax.jit(env.reset), jax.jit(env.step))
+    return _EVAL_ENVS[name]
+
+
+@pytest.fixture(params=TASKS)
+def task(request):
+    return request.param, *_eval_env(request.param)
+
+
+@pytest.fixture
+def rotate_eval():
+    return _eval_env("hand_rotate_z")
+
+
+def _z_quat(angle: float) -> jax.Array:
+    return axis_angle_quat(jp.array([0.0, 0.0, angle]))
+
+
+# ------------------------------------------------------------------------ reset / step / sizes
+def test_reset_and_step_under_jit_give_declared_finite_observations(task):
+    name, env, reset, step = task
+    sizes = env.observation_size
+    assert (sizes["state"], sizes["privileged_state"]) == SIZES[name]
+    assert sum(n for _, n in env.OBSERVATION_LAYOUT) == sizes["state"]
+    assert env.action_size == 16 and env.dt == 0.05 and env.n_substeps == 10
+    assert env.episode_length == 400  # 20 s at 20 Hz
+
+    state = reset(jax.random.PRNGKey(0))
+    first = state
+    key = jax.random.PRNGKey(1)
+    for _ in range(5):
+        key, key_act = jax.random.split(key)
+        previous = state.obs["state"]
+        state = step(state, jax.random.uniform(key_act, (16,), minval=-1, maxval=1))
+        for k in ("state", "privileged_state"):
+            assert state.obs[k].shape == (sizes[k],)
+            assert np.isfinite(np.asarray(state.obs[k])).all()
+        assert np.isfinite(float(state.reward))
+    # A step returns exactly the types it got (no weak types): the jitted step never recompiles.
+    types = lambda s: jax.tree.map(jax.typeof, s)
+    assert types(state) == types(first)
+    # The older frames are the newest frames of the previous observation, shifted by one.
+    frame = 2 * env.action_size
+    np.testing.assert_array_equal(state.obs["state"][frame : 3 * frame], previous[: 2 * frame])
+    assert not np.allclose(state.obs["state"][:frame], previous[:frame])
+    # The last action is the clipped action of this step.
+    np.testing.assert_array_equal(state.info["last_action"], state.obs["state"][16:32])
+    if name == "hand_reorient":
+        # The goal ghost shows the current goal.
+        goal = np.asarray(state.info["goal"])
+        np.testing.assert_allclose(state.pipeline_state.mocap_quat[env.goal_mocap], goal)
+        assert abs(np.linalg.norm(goal) - 1.0) < 1e-5
+        assert float(state.info["successes"]) >= 0
+
+
+def test_observation_layout_names_are_unique(task):
+    _, env, _, _ = task
+    names = [n for n, _ in env.OBSERVATION_LAYOUT]
+    assert len(names) == len(set(names))
+    assert names[:2] == ["joint_pos", "last_action"] and "joint_pos@t-2" in names
+
+
+def test_randomization_draws_within_ranges_and_reaches_the_model():
+    env = registry.make("hand_rotate_z")
+    domain = env.config.domain
+    params = jax.jit(jax.vmap(env.sample_params))(jax.random.split(jax.random.PRNGKey(0), 256))
+    for name, values in params.items():
+        lo, hi = getattr(domain, name)
+        assert lo <= float(values.min()) and float(values.max()) <= hi, name
+        assert float(values.std()) > 0.2 * (hi - lo) / np.sqrt(12), name  # spread, not constant
+    one = jax.tree.map(lambda v: v[0], params)
+    model = jax.jit(env.randomized_model)(one)
+    nominal, cube = env.mj_model, env.cube_geom
+    half, mass = float(one["cube_half_size"]), float(one["cube_mass"])
+    np.testing.assert_allclose(model.geom_size[cube], [half] * 3, rtol=1e-6)
+    np.testing.assert_allclose(model.body_mass[env.cube_body], mass, rtol=1e-6)
+    # Uniform density: I = m * side^2 / 6 (the nominal cube's 7.04e-5 kg*m^2 at 0.1 kg, 0.065 m).
+    np.testing.assert_allclose(model.body_inertia[env.cube_body], [mass * (2 * half) ** 2 / 6] * 3)
+    friction = np.asarray(model.pair_friction[env.cube_pairs, 0])
+    np.testing.assert_allclose(
+        friction, nominal.pair_friction[env.cube_pairs, 0] * float(one["friction"]), rtol=1e-6
+    )
+    assert len(env.cube_pairs) == 14  # every pair involves the cube
+    for field, key in (("dof_damping", "damping"), ("dof_armature", "armature")):
+        np.testing.assert_allclose(
+            getattr(model, field)[:16], getattr(nominal, field)[:16] * float(one[key]), rtol=1e-6
+        )
+        np.testing.assert_array_equal(getattr(model, field)[16:], getattr(nominal, field)[16:])
+    gain = float(one["motor_gain"])
+    np.testing.assert_allclose(model.actuator_gainprm[:, 0], 3.0 * gain, rtol=1e-6)
+    np.testing.assert_allclose(model.actuator_biasprm[:, 1:3], [[-3.0 * gain, -0.1 * gain]] * 16)
+    # Off: the nominal values, which the critic sees as such.
+    off = dataclasses.replace(env.config, randomize=False)
+    nominal_params = registry.make("hand_rotate_z", off).sample_params(jax.random.PRNGKey(0))
+    assert float(nominal_params["cube_mass"]) == pytest.approx(0.1)
+    assert float(nominal_params["cube_half_size"]) == pytest.approx(0.0325)
+    assert float(nominal_params["friction"]) == 1.0
+
+
+# ------------------------------------------------------------------------- pure goal logic
+def test_orientation_error_on_known_rotations():
+    q = _z_quat(0.3)
+    assert float(orientation_error(q, q)) < 1e-6
+    np.testing.assert_allclose(orientation_error(_z_quat(0.0), _z_quat(1.0)), 1.0, atol=1e-5)
+    np.testing.assert_allclose(orientation_error(q, -q), 0.0, atol=1e-6)  # q and -q agree
+    flip = jp.array([0.0, 1.0, 0.0, 0.0])  # 180 deg about x
+    np.testing.assert_allclose(orientation_error(_z_quat(0.0), flip), np.pi, atol=1e-5)
+    # Composition: a z-turn of 0.5 after a y-turn of 0.4 is 0.5 away from the y-turn.
+    y = axis_angle_quat(jp.array([0.0, 0.4, 0.0]))
+    np.testing.assert_allclose(orientation_error(y, quat_mul(_z_quat(0.5), y)), 0.5, atol=1e-5)
+
+
+def _run_goal_logic(angles, goal, candidates, threshold=0.4):
+    """Scan goal_transition over a z-rotation trajectory; candidate[t] is drawn at step t."""
+    quats = jax.vmap(_z_quat)(jp.array(angles))
+    prev = orientation_error(quats[0], goal)
+
+    def one(carry, x):
+        goal, prev, successes = carry
+        q, cand = x
+        out = goal_transition(q, goal, prev, successes, cand, threshold)
+        return (out["goal"], out["prev_error"], out["successes"]), out
+
+    cands = jax.vmap(_z_quat)(jp.array(candidates))
+    _, out = jax.lax.scan(one, (goal, prev, jp.zeros(())), (quats[1:], cands))
+    return jax.tree.map(np.asarray, out)
+
+
+def test_goal_logic_on_a_hand_made_trajectory():
+    # The cube turns about z from 0 to 2 rad; the first goal is at 1.0 rad, then 2.0 rad.
+    angles = [0.0, 0.2, 0.4, 0.55, 0.65, 0.8, 1.2, 1.5, 1.65, 1.9, 2.0]
+    candidates = [2.0, 2.0, 2.0, 2.0, 3.0, 3.0, 3.0, 3.0, 3.0, 3.0]
+    out = _run_goal_logic(angles, _z_quat(1.0), candidates)
+    errors = np.abs(np.array(angles[1:]) - np.array([1.0] * 4 + [2.0] * 4 + [3.0] * 2))
+    # Success where the error to this step's goal is below 0.4: at 0.65 (0.35) and 1.65 (0.35).
+    np.testing.assert_array_equal(out["success"], [0, 0, 0, 1, 0, 0, 0, 1, 0, 0])
+    np.testing.assert_allclose(out["error"], errors, atol=1e-5)
+    np.testing.assert_array_equal(out["successes"], [0, 0, 0, 1, 1, 1, 1, 2, 2, 2])
+    # The goal switches on the step of the success, to that step's candidate.
+    goals_z = 2 * np.arctan2(out["goal"][:, 3], out["goal"][:, 0])
+    np.testing.assert_allclose(goals_z, [1.0] * 3 + [2.0] * 4 + [3.0] * 3, atol=1e-5)
+    # Progress is measured against the goal of each step, never across a goal change.
+    expected = [1.0 - 0.8, 0.8 - 0.6, 0.6 - 0.45, 0.45 - 0.35]
+    expected += [1.35 - 1.2, 1.2 - 0.8, 0.8 - 0.5, 0.5 - 0.35, 1.35 - 1.1, 1.1 - 1.0]
+    np.testing.assert_allclose(out["progress"], expected, atol=1e-5)
+    # A stricter threshold: 0.35 is not close enough, the first success comes at 0.8 (0.2).
+    strict = _run_goal_logic(angles, _z_quat(1.0), candidates, threshold=0.3)
+    np.testing.assert_array_equal(np.flatnonzero(strict["success"]), [4])
+    assert strict["successes"][-1] == 1
+
+
+def test_successes_count_per_episode_in_the_eval_report():
+    """`consecutive_successes` is the number of success steps in each episode."""
+    per_step = [np.array([0, 1, 0, 1, 1.0]), np.zeros(5), np.array([1.0, 0, 0, 0, 0])]
+    sums = {
+        "reorient/success": np.array([s.sum() for s in per_step]),
+        "reorient/orientation_error": np.array([1.0, 2.0, 3.0]),
+    }
+    out = _summarize("hand_reorient", [1.0, 2.0, 3.0], [5, 5, 5], [False, True, False], sums)
+    assert out["consecutive_successes_median"] == 1.0
+    np.testing.assert_allclose(out["consecutive_successes_mean"], 4 / 3)
+    assert out["drop_rate"] == pytest.approx(1 / 3) and "fall_rate" not in out
+    assert out["orientation_error"] == pytest.approx(6.0 / 15)
+    out = _summarize("hand_rotate_z", [1.0], [4], [False], {"cube/yaw_rate": np.array([2.0])})
+    assert out["cube_yaw_rate"] == 0.5 and out["drop_rate"] == 0.0
+    # The legged tasks keep their report.
+    assert eval_report("quadruped_joystick").termination == "fall"
+    out = _summarize("quadruped_joystick", [1.0], [2], [True], {})
+    assert out["fall_rate"] == 1.0 and np.isnan(out["lin_vel_error"])
+    assert {"ang_vel_error", "constraint_violation_rate", "metrics"} <= set(out)
+
+
+# ------------------------------------------------------------------------------ termination
+def test_drop_terminates_and_resting_cube_does_not(rotate_eval):
+    env, reset, step = rotate_eval
+    state = reset(jax.random.PRNGKey(0))
+    rest = step(state, jp.zeros(16))
+    assert float(rest.done) == 0.0 and float(rest.metrics["reward/termination"]) == 0.0
+
+    data = state.pipeline_state
+    adr = env.cube_qpos
+    below = data.replace(qpos=data.qpos.at[adr + 2].set(0.1))  # under the palm (top at 0.2 m)
+    dropped = step(state.replace(pipeline_state=below), jp.zeros(16))
+    assert float(dropped.done) == 1.0 and float(dropped.metrics["reward/termination"]) == 1.0
+    assert float(dropped.reward) < float(rest.reward) - 2.0  # the -2.5 drop penalty
+
+    # Lifted away over the fingers: far from where it started, also a drop.
+    away = data.replace(qpos=data.qpos.at[adr : adr + 3].add(jp.array([0.0, 0.0, 0.1])))
+    assert float(step(state.replace(pipeline_state=away), jp.zeros(16)).done) == 1.0
+
+
+# ------------------------------------------------------------------------- MJX vs native
+def test_native_and_mjx_observations_agree_on_the_same_state(rotate_eval):
+    env, reset, step = rotate_eval
+    state = reset(jax.random.PRNGKey(3))
+    for i in range(10):
+        state = step(state, 0.25 * jp.sin(jp.arange(16.0) + i))
+    cube = env.cube_pose(state.pipeline_state)[0]
+    assert np.linalg.norm(cube - state.info["cube_start"]) < 0.02  # far from a drop
+    # The same state in C MuJoCo, as replay holds it: qpos, qvel, ctrl and the mocap goal, with
+    # C mj_forward's derived quantities. (mjx.get_data of this state is no way there: with the
+    # hand's joint-limit rows its MjData fails mjx.put_data, mujoco-mjx 3.17 + mujoco 4.0.)
+    model, dx = env.mj_model, state.pipeline_state
+    native = mujoco.MjData(model)
+    for name in ("qpos", "qvel", "ctrl", "mocap_pos", "mocap_quat", "qacc_warmstart"):
+        getattr(native, name)[:] = np.asarray(getattr(dx, name))
+    mujoco.mj_forward(model, native)
+    # Through mjx.put_data into the task's observation code, against the same code on MJX's
+    # own forward pass of that state.
+    observe = jax.jit(env.observation)
+    key = jax.random.PRNGKey(0)
+    via_native = observe(mjx.put_data(model, native), state.info, key)
+    via_mjx = observe(jax.jit(mjx.forward)(env.mjx_model, dx), state.info, key)
+    np.testing.assert_allclose(via_native["state"], state.obs["state"], atol=1e-6)
+    np.testing.assert_allclose(via_native["state"], via_mjx["state"], atol=1e-6)
+    # Critic: float32 vs float64 kinematics (1e-5). Fingertip touch, log(1 + N), compares two
+    # collision and constraint paths: measured 1e-4 here; 0.11 (4.9 N vs 4.3 N) on a state with
+    # a fingertip pressing 2 mm into the cube, where C reports the capsule-box contact twice at
+    # the deepest point and MJX two points along the capsule.
+    touch = slice(83 - 10, 83 - 6)
+    gap = np.abs(
+        np.asarray(via_native["privileged_state"]) - np.asarray(via_mjx["privileged_state"])
+    )
+    assert gap[: touch.start].max() < 1e-4 and gap[touch.stop :].max() < 1e-5, gap
+    assert gap[touch].max() < 0.25, gap[touch]
+
+    runner = NativeRunner(env)
+    runner.data = native
+    action = 0.3 * np.cos(np.arange(16.0))
+    via_native = runner.step(state, action)
+    via_mjx = step(state, jp.asarray(action))
+    # One control step (10 substeps) with the middle finger pressing on the cube. Measured gaps:
+    # joints 4e-3 rad, joint velocities 0.06 rad/s, cube 0.4 mm, quaternion 5e-3, linear
+    # velocity 2e-3 m/s, angular velocity 0.07 rad/s, fingertips 0.4 mm. (From a harder squeeze
+    # of a cube spinning at 3.5 rad/s: angular velocity 0.22 rad/s.)
+    np.testing.assert_allclose(via_native.obs["state"], via_mjx.obs["state"], atol=2e-2)
+    gap = np.abs(
+        np.asarray(via_native.obs["privileged_state"]) - np.asarray(via_mjx.obs["privileged_state"])
+    )
+    limits = {
+        "joint_vel": (slice(32, 48), 0.3),  # [rad/s]
+        "cube_pos": (slice(48, 51), 3e-3),  # [m]
+        "cube_quat": (slice(51, 55), 0.03),
+        "cube_linvel": (slice(55, 58), 0.05),  # [m/s]
+        "cube_angvel": (slice(58, 61), 0.6),  # [rad/s]
+        "fingertips": (slice(61, 73), 3e-3),  # [m]
+    }
+    for name, (part, limit) in limits.items():
+        assert gap[part].max() < limit, (name, gap[part])
+    assert float(via_native.done) == float(via_mjx.done) == 0.0
+
+    # The runner copies the task's mocap bodies: this task hides the goal ghost under the floor.
+    runner.reset(jax.random.PRNGKey(0))
+    assert runner.data.mocap_pos[0, 2] == -1.0
+
+
+def test_goal_ghost_is_visible_from_the_video_camera():
+    """The palm camera sees the goal ghost: turning it changes the rendered image."""
+    from locomotion.video import RenderError, make_camera, make_renderer
+
+    env_class = registry.entry("hand_reorient").env_class
+    model = registry.make("hand_rotate_z").mj_model
+    data = mujoco.MjData(model)
+    mujoco.mj_resetDataKeyframe(model, data, model.key("home").id)
+    try:
+        renderer = make_renderer(model, 160, 120)
+    except RenderError as err:
+        pytest.skip(str(err))
+    camera = make_camera(model, env_class.VIDEO_CAMERA)
+    images = []
+    for quat in ([1.0, 0, 0, 0], [0.0, 1.0, 0, 0]):
+        data.mocap_quat[0] = quat
+        mujoco.mj_forward(model, data)
+        renderer.update_scene(data, camera=camera)
+        images.append(renderer.render().astype(float))
+    renderer.close()
+    assert np.abs(images[0] - images[1]).mean() > 0.5
+    with pytest.raises(ValueError, match="no camera 'nope'"):
+        make_camera(model, "nope")
+
+
+# ----------------------------------------------------------------------------- end to end
+@pytest.mark.slow
+def test_rotate_z_smoke_train_export_and_eval(tmp_path):
+    """`locomotion train hand_rotate_z --preset smoke`, then `locomotion eval` on its export."""
+
+    def cli(*args):
+        result = subprocess.run(
+            [sys.executable, "-m", "locomotion.cli", *args],
+            capture_output=True,
+            text=True,
+            timeout=1200,
+        )
+        assert result.returncode == 0, result.stderr[-3000:]
+        return result.stdout
+
+    run_dir = tmp_path / "run"
+    cli("train", "hand_rotate_z", "--preset", "smoke", "--run-dir", str(run_dir))
+    for name in ("policy/policy.onnx", "policy/policy.json", "learning_curve.png", "video.mp4"):
+        assert (run_dir / name).is_file(), name
+    meta = json.loads((run_dir / "policy" / "policy.json").read_text())
+    assert meta["task"] == "hand_rotate_z" and meta["observation"]["size"] == 96
+    assert meta["physics_substeps"] == 10 and meta["action"]["scale"] == 0.5
+    layout = {e["name"]: e["noise_std"] for e in meta["observation"]["layout"]}
+    assert layout["joint_pos@t-1"] == layout["joint_pos"] > 0 and layout["last_action"] == 0
+    evaluation = json.loads((run_dir / "eval.json").read_text())
+    assert "eval/cube/yaw_rate" in evaluation
+
+    out = tmp_path / "eval.json"
+    args = ["eval", str(run_dir / "policy"), "--episodes", "2", "--seconds", "1"]
+    stdout = cli(*args, "--json", str(out), "--compare-mjx")
+    result = json.loads(out.read_text())
+    assert result["task"] == "hand_rotate_z" and result["episodes"] == 2
+    assert 0.0 <= result["drop_rate"] <= 1.0 and np.isfinite(result["cube_yaw_rate"])
+    assert "fall_rate" not in result and "lin_vel_error" not in result
+    assert np.isfinite(result["mjx"]["cube_yaw_rate"])
+    assert "drop rate" in stdout and "cube yaw rate [rad/s]" in stdout
+
+
+def test_configs_reject_bad_values():
+    from locomotion.tasks.hand_common import HandRandomization
+    from locomotion.tasks.hand_reorient import HandReorientConfig
+    from locomotion.tasks.hand_rotate_z import HandRotateZConfig
+
+    with pytest.raises(ValueError, match="cube_mass"):
+        HandRandomization(cube_mass=(0.2, 0.1))
+    with pytest.raises(ValueError, match="success_threshold"):
+        HandReorientConfig(success_threshold=0.0)
+    with pytest.raises(ValueError, match="history"):
+        HandRotateZConfig(history=0)
+    assert dataclasses.replace(HandRotateZConfig(), randomize=False).randomize is False
