@@ -96,9 +96,9 @@ def _quadruped_cat() -> TaskEntry:
 
     joystick = _quadruped_joystick()
     presets = dict(joystick.presets)
-    # About an hour on 2 CPU cores; the soft-constraint curriculum (CaTConfig.curriculum_steps,
+    # Under an hour on 2 CPU cores; the soft-constraint curriculum (CaTConfig.curriculum_steps,
     # 12k control steps) spans the first 500 of these iterations.
-    presets["cpu"] = (presets["cpu"][0], RunConfig(num_iterations=1100, checkpoint_every=50))
+    presets["cpu"] = (presets["cpu"][0], RunConfig(num_iterations=1000, checkpoint_every=50))
     return dataclasses.replace(
         joystick,
         name="quadruped_cat",
