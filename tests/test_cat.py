@@ -2,15 +2,13 @@
 
 import dataclasses
 import json
-import os
-import subprocess
-import sys
 import textwrap
 
 import jax
 import jax.numpy as jp
 import numpy as np
 import pytest
+from test_ppo import run_on_two_devices
 
 from locomotion import registry
 from locomotion.cat import (
@@ -187,16 +185,7 @@ SHARDED = textwrap.dedent("""
 
 
 def test_batch_max_spans_two_devices():
-    env = dict(os.environ, XLA_FLAGS="--xla_force_host_platform_device_count=2")
-    result = subprocess.run(
-        [sys.executable, "-c", SHARDED, os.path.dirname(__file__)],
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=300,
-    )
-    assert result.returncode == 0, result.stderr[-3000:]
-    out = json.loads(result.stdout.strip().splitlines()[-1])
+    out = json.loads(run_on_two_devices(SHARDED, timeout=300))
     assert out["devices"] == 2
     np.testing.assert_allclose(out["c_max"], [0.45] * 8, rtol=1e-6)
     # env 0 (first device) is scaled by the max found on the second device; env 6 hits 1 (hard).

@@ -136,16 +136,22 @@ SHARDED = textwrap.dedent("""
 """)
 
 
-def test_two_device_sharding_matches_one_device():
+def run_on_two_devices(script: str, timeout: int = 600) -> str:
+    """Runs `script` in a fresh Python with 2 forced CPU devices (tests/ on sys.argv[1]);
+    returns its last line of output."""
     env = dict(os.environ, XLA_FLAGS="--xla_force_host_platform_device_count=2")
     result = subprocess.run(
-        [sys.executable, "-c", SHARDED, os.path.dirname(__file__)],
+        [sys.executable, "-c", script, os.path.dirname(__file__)],
         env=env,
         capture_output=True,
         text=True,
-        timeout=600,
+        timeout=timeout,
     )
     assert result.returncode == 0, result.stderr[-3000:]
-    diff = float(result.stdout.strip().splitlines()[-1].split(":")[1].strip(" }"))
+    return result.stdout.strip().splitlines()[-1]
+
+
+def test_two_device_sharding_matches_one_device():
+    diff = float(run_on_two_devices(SHARDED).split(":")[1].strip(" }"))
     # Same math on a split batch: only the order of float32 reductions differs.
     assert diff < 1e-4, diff
