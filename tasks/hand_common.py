@@ -58,6 +58,30 @@ class HandRandomization:
 PARAM_NAMES = tuple(f.name for f in dataclasses.fields(HandRandomization))
 
 
+@dataclasses.dataclass(frozen=True, kw_only=True)
+class HandConfig:
+    """Settings every hand-and-cube task shares; a task's config extends it (rewards etc.)."""
+
+    scene: str = "cube"
+    ctrl_dt: float = 0.05  # [s] control period (10 physics steps of 0.005 s)
+    episode_seconds: float = 20.0  # [s] time limit (a truncation, not a termination)
+    action_scale: float = 0.5  # [rad] per unit action
+    history: int = 3  # proprioceptive frames in the actor's observation
+    obs_noise: float = 1.0  # multiplies every HandNoise entry (0 = clean observations)
+    noise: HandNoise = HandNoise()
+    randomize: bool = True  # domain randomization per episode (HandRandomization ranges)
+    domain: HandRandomization = HandRandomization()
+    init_joint_noise: float = 0.03  # [rad] spread of the initial joint positions
+    drop_below_palm: float = 0.0  # [m] dropped: cube centre this far below the palm's top face
+    max_cube_distance: float = 0.06  # [m] dropped: cube centre this far from its start
+
+    def __post_init__(self):
+        if self.ctrl_dt <= 0 or self.episode_seconds <= 0:
+            raise ValueError("ctrl_dt and episode_seconds must be positive")
+        if self.history < 1:
+            raise ValueError("history must be >= 1")
+
+
 # --------------------------------------------------------------------------------- quaternions
 def quat_mul(a: jax.Array, b: jax.Array) -> jax.Array:
     """Hamilton product a * b of (w, x, y, z) quaternions."""
@@ -109,17 +133,13 @@ def orientation_error(q: jax.Array, goal: jax.Array) -> jax.Array:
 
 # ---------------------------------------------------------------------------------- the base
 class HandCubeEnv(MjxEnv):
-    """The hand holding a cube in MJX. Subclasses add the task: goal, rewards, observation.
-
-    The subclass config needs: scene, ctrl_dt, episode_seconds, action_scale, history, obs_noise,
-    noise (HandNoise), randomize, domain (HandRandomization), init_joint_noise, drop_below_palm,
-    max_cube_distance.
-    """
+    """The hand holding a cube in MJX. Subclasses add the task: goal, rewards, observation;
+    their config extends HandConfig."""
 
     VIDEO_CAMERA = "palm"  # videos use this fixed scene camera (locomotion/video.py)
     EVAL_REPORT = EvalReport(termination="drop")
 
-    def __init__(self, config):
+    def __init__(self, config: HandConfig):
         super().__init__(HAND, config.scene, config.ctrl_dt)
         self.config = config
         self.episode_length = int(round(config.episode_seconds / config.ctrl_dt))

@@ -29,9 +29,8 @@ from locomotion.envs import State
 from locomotion.replay import EvalReport
 from locomotion.tasks.hand_common import (
     NUM_JOINTS,
+    HandConfig,
     HandCubeEnv,
-    HandNoise,
-    HandRandomization,
     canonical,
     orientation_error,
     quat_conj,
@@ -52,31 +51,17 @@ class RewardScales:
 
 
 @dataclasses.dataclass(frozen=True, kw_only=True)
-class HandReorientConfig:
-    """Task settings; reward, noise and randomization are nested dataclasses."""
+class HandReorientConfig(HandConfig):
+    """Task settings: the shared hand settings (hand_common.HandConfig) plus these."""
 
-    scene: str = "cube"
-    ctrl_dt: float = 0.05  # [s] control period (10 physics steps of 0.005 s)
-    episode_seconds: float = 20.0  # [s] time limit (a truncation, not a termination)
-    action_scale: float = 0.5  # [rad] per unit action
-    history: int = 3  # proprioceptive frames in the actor's observation
     success_threshold: float = 0.4  # [rad] orientation error that counts as reaching the goal
-    obs_noise: float = 1.0  # multiplies every HandNoise entry (0 = clean observations)
-    noise: HandNoise = HandNoise()
     rewards: RewardScales = RewardScales()
-    randomize: bool = True  # domain randomization per episode (HandRandomization ranges)
-    domain: HandRandomization = HandRandomization()
-    init_joint_noise: float = 0.03  # [rad] spread of the initial joint positions
-    drop_below_palm: float = 0.0  # [m] dropped: cube centre this far below the palm's top face
     max_cube_distance: float = 0.08  # [m] dropped: cube centre this far from its start
 
     def __post_init__(self):
-        if self.ctrl_dt <= 0 or self.episode_seconds <= 0:
-            raise ValueError("ctrl_dt and episode_seconds must be positive")
+        super().__post_init__()
         if not 0 < self.success_threshold < math.pi:
             raise ValueError("success_threshold must be in (0, pi) rad")
-        if self.history < 1:
-            raise ValueError("history must be >= 1")
 
 
 def goal_transition(

@@ -21,7 +21,7 @@ from mujoco import mjx
 
 from locomotion.envs import State
 from locomotion.replay import EvalReport
-from locomotion.tasks.hand_common import HandCubeEnv, HandNoise, HandRandomization
+from locomotion.tasks.hand_common import HandConfig, HandCubeEnv
 
 
 @dataclasses.dataclass(frozen=True, kw_only=True)
@@ -30,35 +30,24 @@ class RewardScales:
 
     yaw_rate: float = 1.0  # per rad/s of the cube's (clipped) world-z angular velocity
     cube_drift: float = -10.0  # per m the cube is from where it started
-    energy: float = -0.05  # per W of servo power
-    action_rate: float = -0.01  # per squared change of the action
+    # Small on purpose: with -0.05 / W and -0.01 the first run (1M steps) learned to hold the
+    # cube still, cutting energy and action rate, and never found a rotating gait.
+    energy: float = -0.005  # per W of servo power
+    action_rate: float = -0.002  # per squared change of the action
     termination: float = -50.0  # once, when the cube drops (-2.5 at 20 Hz)
 
 
 @dataclasses.dataclass(frozen=True, kw_only=True)
-class HandRotateZConfig:
-    """Task settings; reward, noise and randomization are nested dataclasses."""
+class HandRotateZConfig(HandConfig):
+    """Task settings: the shared hand settings (hand_common.HandConfig) plus these."""
 
-    scene: str = "cube"
-    ctrl_dt: float = 0.05  # [s] control period (10 physics steps of 0.005 s)
-    episode_seconds: float = 20.0  # [s] time limit (a truncation, not a termination)
-    action_scale: float = 0.5  # [rad] per unit action
-    history: int = 3  # proprioceptive frames in the actor's observation
     max_yaw_rate: float = 1.0  # [rad/s] the yaw-rate reward is clipped to +-this (no flicking)
-    obs_noise: float = 1.0  # multiplies every HandNoise entry (0 = clean observations)
-    noise: HandNoise = HandNoise()
     rewards: RewardScales = RewardScales()
-    randomize: bool = True  # domain randomization per episode (HandRandomization ranges)
-    domain: HandRandomization = HandRandomization()
-    init_joint_noise: float = 0.03  # [rad] spread of the initial joint positions
-    drop_below_palm: float = 0.0  # [m] dropped: cube centre this far below the palm's top face
-    max_cube_distance: float = 0.06  # [m] dropped: cube centre this far from its start
 
     def __post_init__(self):
-        if self.ctrl_dt <= 0 or self.episode_seconds <= 0 or self.max_yaw_rate <= 0:
-            raise ValueError("ctrl_dt, episode_seconds and max_yaw_rate must be positive")
-        if self.history < 1:
-            raise ValueError("history must be >= 1")
+        super().__post_init__()
+        if self.max_yaw_rate <= 0:
+            raise ValueError("max_yaw_rate must be positive")
 
 
 class HandRotateZ(HandCubeEnv):
