@@ -232,7 +232,7 @@ def test_native_and_mjx_observations_agree_on_the_same_state(rotate_eval):
     env, reset, step = rotate_eval
     state = reset(jax.random.PRNGKey(3))
     for i in range(10):
-        state = step(state, 0.25 * jp.sin(jp.arange(16.0) + i))
+        state = step(state, 0.1 * jp.sin(jp.arange(16.0) + i))
     cube = env.cube_pose(state.pipeline_state)[0]
     assert np.linalg.norm(cube - state.info["cube_start"]) < 0.02  # far from a drop
     # The same state in C MuJoCo, as replay holds it: qpos, qvel, ctrl and the mocap goal, with
@@ -264,13 +264,14 @@ def test_native_and_mjx_observations_agree_on_the_same_state(rotate_eval):
 
     runner = NativeRunner(env)
     runner.data = native
-    action = 0.3 * np.cos(np.arange(16.0))
+    action = 0.1 * np.cos(np.arange(16.0))
     via_native = runner.step(state, action)
     via_mjx = step(state, jp.asarray(action))
-    # One control step (10 substeps) with the middle finger pressing on the cube. Measured gaps:
-    # joints 4e-3 rad, joint velocities 0.06 rad/s, cube 0.4 mm, quaternion 5e-3, linear
-    # velocity 2e-3 m/s, angular velocity 0.07 rad/s, fingertips 0.4 mm. (From a harder squeeze
-    # of a cube spinning at 3.5 rad/s: angular velocity 0.22 rad/s.)
+    # One control step (10 substeps). Measured gaps: joints 2e-3 rad, joint velocities
+    # 0.15 rad/s, cube 0.4 mm, quaternion 0.01, linear velocity 0.05 m/s, angular velocity
+    # 1.1 rad/s, fingertips 0.2 mm. The cube's velocity differs most: it slides on the smooth
+    # palm (friction 0.3), where the C and MJX box-box contacts part within a step (with the
+    # earlier 0.8 palm: 0.07 rad/s; after a 0.25 action instead of 0.1 the cube is flung off).
     np.testing.assert_allclose(via_native.obs["state"], via_mjx.obs["state"], atol=2e-2)
     gap = np.abs(
         np.asarray(via_native.obs["privileged_state"]) - np.asarray(via_mjx.obs["privileged_state"])
@@ -279,8 +280,8 @@ def test_native_and_mjx_observations_agree_on_the_same_state(rotate_eval):
         "joint_vel": (slice(32, 48), 0.3),  # [rad/s]
         "cube_pos": (slice(48, 51), 3e-3),  # [m]
         "cube_quat": (slice(51, 55), 0.03),
-        "cube_linvel": (slice(55, 58), 0.05),  # [m/s]
-        "cube_angvel": (slice(58, 61), 0.6),  # [rad/s]
+        "cube_linvel": (slice(55, 58), 0.1),  # [m/s]
+        "cube_angvel": (slice(58, 61), 1.6),  # [rad/s]
         "fingertips": (slice(61, 73), 3e-3),  # [m]
     }
     for name, (part, limit) in limits.items():
