@@ -1,30 +1,59 @@
-"""End-to-end checks of the shipped policies: the exported ONNX policy, by name, in native
-MuJoCo (C mj_step), forward command 0.5 m/s, 5 episodes of 10 s."""
+"""End-to-end checks of the shipped policies: the exported ONNX policy, by name or directory,
+run by `locomotion eval` in native MuJoCo (C mj_step). Quadrupeds: forward command 0.5 m/s,
+5 episodes of 10 s. Hands: 5 episodes of 20 s, against the untrained policy (the same network
+freshly initialized, as PPO starts) on the same seeds."""
 
 import json
+import shutil
 
+import jax
+import jax.numpy as jp
+import onnx
 import pytest
+from flax import traverse_util
 
+from locomotion import config as config_io
 from locomotion.cli import main
+from locomotion.export import actor_layers, build_onnx
+from locomotion.policy import SHIPPED_DIR
+from locomotion.train.config import PPOConfig
+from locomotion.train.ppo import make_networks
 
 
-def native_eval(name: str, tmp_path) -> dict:
+def native_eval(policy, tmp_path, *extra: str, episodes: int = 5, seconds: float = 10) -> dict:
     out = tmp_path / "eval.json"
-    args = ["eval", name, "--episodes", "5", "--seconds", "10", "--command", "0.5,0,0"]
+    args = ["eval", str(policy), "--episodes", str(episodes), "--seconds", str(seconds), *extra]
     assert main([*args, "--json", str(out)]) == 0
     result = json.loads(out.read_text())
-    assert result["task"] == name and result["episodes"] == 5
+    assert result["episodes"] == episodes
     return result
 
 
+def untrained_copy(name: str, tmp_path):
+    """The shipped policy's directory with its actor replaced by a freshly initialized one of
+    the same architecture and no observation normalization (PPO's starting point)."""
+    folder = tmp_path / f"{name}_untrained"
+    shutil.copytree(SHIPPED_DIR / name, folder)
+    meta = json.loads((folder / "policy.json").read_text())
+    ppo = config_io.from_dict(PPOConfig, meta["training"]["ppo"])
+    actor = make_networks(meta["action"]["size"], ppo).actor
+    variables = actor.init(jax.random.PRNGKey(0), jp.zeros((1, meta["observation"]["size"])))
+    arrays = traverse_util.flatten_dict({"params": {"actor": variables}}, sep="/")
+    model = build_onnx(actor_layers(jax.device_get(arrays)), None, None, normalize=False)
+    onnx.save(model, folder / "policy.onnx")
+    return folder
+
+
 def test_joystick_policy_walks(tmp_path):
-    result = native_eval("quadruped_joystick", tmp_path)
+    result = native_eval("quadruped_joystick", tmp_path, "--command", "0.5,0,0")
+    assert result["task"] == "quadruped_joystick"
     assert result["fall_rate"] == 0.0
     assert result["lin_vel_error"] < 0.1, result["lin_vel_error"]
 
 
 def test_cat_policy_walks_within_its_constraints(tmp_path):
-    result = native_eval("quadruped_cat", tmp_path)
+    result = native_eval("quadruped_cat", tmp_path, "--command", "0.5,0,0")
+    assert result["task"] == "quadruped_cat"
     assert result["fall_rate"] == 0.0
     assert result["lin_vel_error"] < 0.15, result["lin_vel_error"]
     rates = result["constraint_violation_rate"]
@@ -33,10 +62,17 @@ def test_cat_policy_walks_within_its_constraints(tmp_path):
     assert {"foot_force", "front_hfe_angle", "air_time", "joint_acceleration"} <= set(rates)
 
 
-@pytest.mark.parametrize("name", ["quadruped_joystick", "quadruped_cat"])
-def test_shipped_policy_files(name):
-    from locomotion.policy import SHIPPED_DIR
+def test_rotate_policy_turns_the_cube_without_dropping_it(tmp_path):
+    trained = native_eval("hand_rotate_z", tmp_path, seconds=20)
+    untrained = native_eval(untrained_copy("hand_rotate_z", tmp_path), tmp_path, seconds=20)
+    assert trained["task"] == untrained["task"] == "hand_rotate_z"
+    assert trained["drop_rate"] <= 0.2, trained  # no drop in at least 4 of the 5 episodes
+    rate, before = trained["cube_yaw_rate"], untrained["cube_yaw_rate"]
+    assert rate > 0.5 and rate >= 3 * abs(before), (rate, before)
 
+
+@pytest.mark.parametrize("name", ["quadruped_joystick", "quadruped_cat", "hand_rotate_z"])
+def test_shipped_policy_files(name):
     folder = SHIPPED_DIR / name
     for f in ("policy.onnx", "policy.json", "eval.json", "learning_curve.png"):
         assert (folder / f).is_file(), f
