@@ -11,12 +11,18 @@ from locomotion.envs import Env
 
 
 def evaluate(
-    env: Env, act: Callable[[jax.Array], jax.Array], num_envs: int, num_steps: int, key: jax.Array
+    env: Env,
+    act: Callable[[jax.Array], jax.Array],
+    num_envs: int,
+    num_steps: int,
+    key: jax.Array,
+    termination: str = "fall",
 ) -> dict[str, float]:
     """Roll `act` (obs["state"] -> action) in `num_envs` envs for `num_steps` control steps.
 
     Step metrics are averaged over the steps each env was still up; an env that terminates
-    stops counting. Returns `eval/return_mean`, `eval/fall_rate`, `eval/episode_length_mean`
+    stops counting. Returns `eval/return_mean`, `eval/<termination>_rate` (the share of envs
+    that terminated: `fall` for the quadrupeds, `drop` for the hands), `eval/episode_length_mean`
     and `eval/<metric>` for every step metric of the task.
     """
 
@@ -43,7 +49,7 @@ def evaluate(
     total = float(length.sum())
     out = {
         "eval/return_mean": float(ret.mean()),
-        "eval/fall_rate": float(1.0 - alive.mean()),
+        f"eval/{termination}_rate": float(1.0 - alive.mean()),
         "eval/episode_length_mean": float(length.mean()),
     }
     out.update({f"eval/{k}": float(v) / max(total, 1.0) for k, v in sums.items()})

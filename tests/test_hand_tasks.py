@@ -344,6 +344,7 @@ def test_rotate_z_smoke_train_export_and_eval(tmp_path):
     assert layout["joint_pos@t-1"] == layout["joint_pos"] > 0 and layout["last_action"] == 0
     evaluation = json.loads((run_dir / "eval.json").read_text())
     assert "eval/cube/yaw_rate" in evaluation
+    assert 0.0 <= evaluation["eval/drop_rate"] <= 1.0 and "eval/fall_rate" not in evaluation
 
     out = tmp_path / "eval.json"
     args = ["eval", str(run_dir / "policy"), "--episodes", "2", "--seconds", "1"]

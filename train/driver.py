@@ -138,15 +138,16 @@ def train(
 def run_eval(env: Env, cfg: config_io.TrainConfig, state: ppo.TrainState) -> dict[str, float]:
     """Deterministic MJX evaluation of the current policy on the task's evaluation config."""
     from locomotion import registry
+    from locomotion.replay import eval_report
 
     entry = registry.entry(cfg.task)
     eval_env = entry.env_class(entry.eval_env_config(cfg.env))
     nets = ppo.make_networks(env.action_size, cfg.ppo)
     act = ppo.policy_fn(nets, state.params, state.obs_stats, cfg.ppo)
     num_steps = int(round(cfg.run.eval_seconds / eval_env.dt))
-    return evaluate(
-        eval_env, act, cfg.run.eval_envs, num_steps, jax.random.PRNGKey(cfg.run.seed + 1)
-    )
+    key = jax.random.PRNGKey(cfg.run.seed + 1)
+    termination = eval_report(cfg.task).termination
+    return evaluate(eval_env, act, cfg.run.eval_envs, num_steps, key, termination)
 
 
 def _postfix(metrics: dict[str, float]) -> dict[str, str]:
