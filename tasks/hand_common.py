@@ -323,6 +323,15 @@ class HandCubeEnv(MjxEnv):
         far = jp.linalg.norm(pos - start) > c.max_cube_distance
         return low | far
 
+    def score(self, terms: dict[str, jax.Array], data: mjx.Data, info: dict):
+        """Adds the drop (float32, as the state keeps its types: no recompile) to the task's
+        unscaled reward terms; returns (terms, reward = sum of scale * term * ctrl_dt, done)."""
+        dropped = self.dropped(data, info["cube_start"]).astype(jp.float32)
+        terms = {**terms, "termination": dropped}
+        scales = dataclasses.asdict(self.config.rewards)
+        reward = sum(scales[k] * v for k, v in terms.items()) * self.config.ctrl_dt
+        return terms, reward, dropped
+
     def energy(self, data: mjx.Data) -> jax.Array:
         """Mechanical power of the servos, sum of |torque * joint velocity| [W]."""
         return jp.sum(jp.abs(data.actuator_force * data.qvel[:NUM_JOINTS]))

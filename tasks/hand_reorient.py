@@ -157,11 +157,7 @@ class HandReorient(HandCubeEnv):
             "action_rate": jp.sum((action - info["last_action"]) ** 2),
             "joint_velocity": jp.sum(data.qvel[:NUM_JOINTS] ** 2),
         }
-        # float32, not a weakly typed `* 1.0`: the state keeps its types (no recompile).
-        dropped = self.dropped(data, info["cube_start"]).astype(jp.float32)
-        terms["termination"] = dropped
-        scales = dataclasses.asdict(c.rewards)
-        reward = sum(scales[k] * v for k, v in terms.items()) * c.ctrl_dt
+        terms, reward, dropped = self.score(terms, data, info)
 
         data = data.replace(mocap_quat=data.mocap_quat.at[self.goal_mocap].set(goal["goal"]))
         info.update(

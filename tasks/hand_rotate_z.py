@@ -80,20 +80,15 @@ class HandRotateZ(HandCubeEnv):
 
     # ------------------------------------------------------------------------------- step
     def after_physics(self, state: State, data: mjx.Data, action: jax.Array) -> State:
-        c = self.config
         action = jp.clip(action, -1.0, 1.0)
         info = dict(state.info)
         key, key_obs = jax.random.split(info["rng"])
         terms = self.reward_terms(data, action, info)
-        # float32, not a weakly typed `* 1.0`: the state keeps its types (no recompile).
-        dropped = self.dropped(data, info["cube_start"]).astype(jp.float32)
-        terms["termination"] = dropped
-        scales = dataclasses.asdict(c.rewards)
-        reward = sum(scales[k] * v for k, v in terms.items()) * c.ctrl_dt
+        terms, reward, dropped = self.score(terms, data, info)
         info.update(rng=key, step=info["step"] + 1, last_action=action)
         metrics = {f"reward/{k}": v for k, v in terms.items()}
         metrics["cube/yaw_rate"] = self.cube_velocity(data)[1][2]
-        metrics["cube/drift"] = jp.linalg.norm(self.cube_pose(data)[0] - info["cube_start"])
+        metrics["cube/drift"] = terms["cube_drift"]
         obs = self.observation(data, info, key_obs)
         return state.replace(
             pipeline_state=data,

@@ -1,7 +1,7 @@
 """End-to-end checks of the shipped policies: the exported ONNX policy, by name or directory,
 run by `locomotion eval` in native MuJoCo (C mj_step). Quadrupeds: forward command 0.5 m/s,
-5 episodes of 10 s. Hands: 5 episodes of 20 s, against the untrained policy (the same network
-freshly initialized, as PPO starts) on the same seeds."""
+5 episodes of 10 s. Hands: episodes of 20 s (5 for rotation, 10 for reorientation), against the
+untrained policy (the same network freshly initialized, as PPO starts) on the same seeds."""
 
 import json
 import shutil
