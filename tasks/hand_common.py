@@ -125,6 +125,16 @@ def canonical(q: jax.Array) -> jax.Array:
     return jp.where(q[0] < 0, -q, q)
 
 
+def yaw_turned(q_from: jax.Array, q_to: jax.Array) -> jax.Array:
+    """World-z component [rad] of the rotation vector that takes q_from to q_to: how far the
+    cube really turned about the vertical between two samples (unlike a sampled angular
+    velocity, which a vibrating cube can keep positive without turning at all)."""
+    diff = canonical(quat_mul(q_to, quat_conj(q_from)))
+    sin_half = jp.linalg.norm(diff[1:])
+    angle = 2.0 * jp.arctan2(sin_half, diff[0])
+    return angle * diff[3] / jp.maximum(sin_half, 1e-9)
+
+
 def orientation_error(q: jax.Array, goal: jax.Array) -> jax.Array:
     """Angle [rad, 0..pi] of the rotation from q to goal (atan2: exact near 0 and pi)."""
     diff = quat_mul(goal, quat_conj(q))
