@@ -31,10 +31,12 @@ from locomotion.tasks.hand_common import (
     NUM_JOINTS,
     HandConfig,
     HandCubeEnv,
+    axis_angle_quat,
     canonical,
     orientation_error,
     quat_conj,
     quat_mul,
+    quat_rotate,
     random_quat,
 )
 
@@ -55,6 +57,12 @@ class HandReorientConfig(HandConfig):
     """Task settings: the shared hand settings (hand_common.HandConfig) plus these."""
 
     success_threshold: float = 0.4  # [rad] orientation error that counts as reaching the goal
+    upright_goals: float = 0.0
+    """Share of goals drawn upright: the cube laid flat on the face now pointing up, then turned
+    about the vertical by a random angle of success_threshold..pi either way (so no goal is
+    reached when drawn). The others are uniformly random orientations (OpenAI's and DeXtreme's
+    benchmark), which usually need the cube rolled onto another face. 1.0 is the 1-axis
+    reorientation of the LEAP hand's Isaac Lab task."""
     rewards: RewardScales = RewardScales()
     max_cube_distance: float = 0.08  # [m] dropped: cube centre this far from its start
 
@@ -62,6 +70,23 @@ class HandReorientConfig(HandConfig):
         super().__post_init__()
         if not 0 < self.success_threshold < math.pi:
             raise ValueError("success_threshold must be in (0, pi) rad")
+        if not 0 <= self.upright_goals <= 1:
+            raise ValueError("upright_goals is a share of the goals: in [0, 1]")
+
+
+def upright_goal(quat: jax.Array, key: jax.Array, min_angle: float) -> jax.Array:
+    """`quat` laid flat (its most vertical axis turned exactly vertical, its top face kept),
+    then turned about the world vertical by a random angle of magnitude min_angle..pi."""
+    axes = jax.vmap(lambda v: quat_rotate(quat, v))(jp.eye(3))  # cube axes in the world [3, 3]
+    top = jp.argmax(jp.abs(axes[:, 2]))
+    up = axes[top] * jp.sign(axes[top, 2])  # the cube axis pointing up
+    tilt = jp.cross(up, jp.array([0.0, 0.0, 1.0]))  # axis * sin(angle) of up -> vertical
+    sin = jp.linalg.norm(tilt)
+    flat = quat_mul(axis_angle_quat(tilt / jp.maximum(sin, 1e-9) * jp.arctan2(sin, up[2])), quat)
+    key_angle, key_sign = jax.random.split(key)
+    angle = jax.random.uniform(key_angle, minval=min_angle, maxval=math.pi)
+    angle = jp.where(jax.random.bernoulli(key_sign), angle, -angle)
+    return quat_mul(axis_angle_quat(jp.array([0.0, 0.0, 1.0]) * angle), flat)
 
 
 def goal_transition(
@@ -121,7 +146,7 @@ class HandReorient(HandCubeEnv):
         key_q, key_dr, key_goal, key_obs, key = jax.random.split(key, 5)
         params = self.sample_params(key_dr)
         data = self.initial_data(key_q, params)
-        goal = random_quat(key_goal)
+        goal = self.sample_goal(self.cube_pose(data)[1], key_goal)
         data = data.replace(mocap_quat=data.mocap_quat.at[self.goal_mocap].set(goal))
         info = self.initial_info(key, params, data)
         info.update(
@@ -136,6 +161,14 @@ class HandReorient(HandCubeEnv):
         obs = self.observation(data, info, key_obs)
         return State(data, obs, jp.zeros(()), jp.zeros(()), metrics, info)
 
+    def sample_goal(self, cube_quat: jax.Array, key: jax.Array) -> jax.Array:
+        """The next goal: upright (top face kept) with probability `upright_goals`, else any."""
+        c = self.config
+        key_kind, key_upright, key_any = jax.random.split(key, 3)
+        upright = upright_goal(cube_quat, key_upright, c.success_threshold)
+        upright_share = jax.random.uniform(key_kind) < c.upright_goals
+        return jp.where(upright_share, upright, random_quat(key_any))
+
     # ------------------------------------------------------------------------------- step
     def after_physics(self, state: State, data: mjx.Data, action: jax.Array) -> State:
         c = self.config
@@ -147,7 +180,7 @@ class HandReorient(HandCubeEnv):
             info["goal"],
             info["prev_error"],
             info["successes"],
-            random_quat(key_goal),
+            self.sample_goal(self.cube_pose(data)[1], key_goal),
             c.success_threshold,
         )
         success = goal["success"].astype(jp.float32)

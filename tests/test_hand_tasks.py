@@ -16,8 +16,14 @@ from mujoco import mjx
 
 from locomotion import registry
 from locomotion.replay import NativeRunner, _summarize, eval_report
-from locomotion.tasks.hand_common import axis_angle_quat, orientation_error, quat_mul
-from locomotion.tasks.hand_reorient import goal_transition
+from locomotion.tasks.hand_common import (
+    axis_angle_quat,
+    orientation_error,
+    quat_mul,
+    quat_rotate,
+    yaw_turned,
+)
+from locomotion.tasks.hand_reorient import HandReorientConfig, goal_transition, upright_goal
 
 TASKS = ("hand_rotate_z", "hand_reorient")
 # Declared in the task docstrings: actor 32 per proprioceptive frame (3 frames) [+ 15 cube and
@@ -146,6 +152,10 @@ def test_orientation_error_on_known_rotations():
     # Composition: a z-turn of 0.5 after a y-turn of 0.4 is 0.5 away from the y-turn.
     y = axis_angle_quat(jp.array([0.0, 0.4, 0.0]))
     np.testing.assert_allclose(orientation_error(y, quat_mul(_z_quat(0.5), y)), 0.5, atol=1e-5)
+    # The yaw actually turned between two orientations: world z, either way, through +-pi.
+    np.testing.assert_allclose(yaw_turned(y, quat_mul(_z_quat(0.5), y)), 0.5, atol=1e-5)
+    np.testing.assert_allclose(yaw_turned(_z_quat(3.0), _z_quat(-3.0)), 2 * np.pi - 6, atol=1e-5)
+    np.testing.assert_allclose(yaw_turned(_z_quat(0.2), quat_mul(y, _z_quat(0.2))), 0, atol=1e-6)
 
 
 def _run_goal_logic(angles, goal, candidates, threshold=0.4):
@@ -185,6 +195,33 @@ def test_goal_logic_on_a_hand_made_trajectory():
     strict = _run_goal_logic(angles, _z_quat(1.0), candidates, threshold=0.3)
     np.testing.assert_array_equal(np.flatnonzero(strict["success"]), [4])
     assert strict["successes"][-1] == 1
+
+
+def test_upright_goals_keep_the_top_face_up_and_turn_about_the_vertical():
+    keys = jax.random.split(jax.random.PRNGKey(0), 500)
+    tilted = quat_mul(_z_quat(0.7), axis_angle_quat(jp.array([0.15, -0.1, 0.0])))  # top face: +z
+    on_side = axis_angle_quat(jp.array([1.45, 0.0, 0.0]))  # 83 deg about x: the cube's +y is up
+    for cube, up_axis, tilt in ((tilted, 2, 0.18), (on_side, 1, np.pi / 2 - 1.45)):
+        goals = jax.vmap(lambda k, q=cube: upright_goal(q, k, 0.4))(keys)
+        up = jax.vmap(lambda g, a=up_axis: quat_rotate(g, jp.eye(3)[a]))(goals)
+        np.testing.assert_allclose(up, np.tile([0.0, 0.0, 1.0], (500, 1)), atol=1e-5)
+        # Laid flat, then turned by 0.4..pi about the vertical, either way.
+        flat = quat_mul(axis_angle_quat(-tilt * _unit_tilt_axis(cube, up_axis)), cube)
+        turn = jax.vmap(lambda g, f=flat: orientation_error(f, g))(goals)
+        assert float(turn.min()) >= 0.4 - 1e-4 and float(turn.max()) <= np.pi + 1e-4
+        assert float(turn.max()) > 3.0 and float(turn.min()) < 0.5  # the whole range is used
+        yaw = jax.vmap(lambda g, f=flat: quat_mul(g, f * jp.array([1, -1, -1, -1.0]))[3])(goals)
+        assert 0.3 < float(jp.mean(yaw > 0)) < 0.7  # both ways
+    # The share of upright goals follows the config (0: the uniform benchmark).
+    with pytest.raises(ValueError, match="upright_goals"):
+        HandReorientConfig(upright_goals=1.5)
+
+
+def _unit_tilt_axis(quat, up_axis):
+    """Axis about which the cube's `up_axis` is tilted away from the vertical."""
+    up = quat_rotate(quat, jp.eye(3)[up_axis])
+    axis = jp.cross(jp.array([0.0, 0.0, 1.0]), up)
+    return axis / jp.linalg.norm(axis)
 
 
 def test_successes_count_per_episode_in_the_eval_report():
