@@ -11,6 +11,10 @@ import jax
 import numpy as np
 
 
+class CheckpointError(ValueError):
+    """A checkpoint that is missing, unreadable or written for another task or network."""
+
+
 def _key(path) -> str:
     return "/".join(str(getattr(p, "key", getattr(p, "name", getattr(p, "idx", p)))) for p in path)
 
@@ -30,24 +34,24 @@ def load(path: str | Path, template: Any) -> Any:
     """Read a checkpoint into the structure of `template`; clear errors when they differ."""
     path = Path(path)
     if not path.is_file():
-        raise FileNotFoundError(f"no checkpoint at {path}")
+        raise CheckpointError(f"no checkpoint at {path}")
     try:
         with np.load(path, allow_pickle=False) as f:
             stored = {k: f[k] for k in f.files}
     except (ValueError, OSError, EOFError, zipfile.BadZipFile) as err:
-        raise ValueError(f"checkpoint {path} is unreadable or corrupted: {err}") from None
+        raise CheckpointError(f"checkpoint {path} is unreadable or corrupted: {err}") from None
     leaves, treedef = jax.tree_util.tree_flatten_with_path(template)
     out = []
     for p, leaf in leaves:
         k = _key(p)
         if k not in stored:
-            raise ValueError(
+            raise CheckpointError(
                 f"checkpoint {path} lacks {k!r}: it was written for another "
                 "task or network configuration"
             )
         value = stored[k]
         if value.shape != np.shape(leaf):
-            raise ValueError(
+            raise CheckpointError(
                 f"checkpoint {path}: {k!r} has shape {value.shape}, the run "
                 f"expects {np.shape(leaf)} (different task or config?)"
             )
@@ -61,4 +65,4 @@ def read_arrays(path: str | Path, prefix: str = "") -> dict[str, np.ndarray]:
         with np.load(Path(path), allow_pickle=False) as f:
             return {k[len(prefix) :]: f[k] for k in f.files if k.startswith(prefix)}
     except (ValueError, OSError, EOFError, zipfile.BadZipFile) as err:
-        raise ValueError(f"checkpoint {path} is unreadable or corrupted: {err}") from None
+        raise CheckpointError(f"checkpoint {path} is unreadable or corrupted: {err}") from None

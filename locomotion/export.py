@@ -78,6 +78,35 @@ def build_onnx(layers, obs_mean, obs_var, normalize: bool) -> onnx.ModelProto:
     return model
 
 
+@dataclasses.dataclass(frozen=True)
+class ExportedActor:
+    """The actor of an exported policy, as numbers: what `build_onnx` wrote, read back."""
+
+    layers: list[tuple[np.ndarray, np.ndarray]]  # (kernel [in, out], bias [out]), input first
+    obs_mean: np.ndarray | None  # normalizer, None when the policy normalizes nothing
+    obs_var: np.ndarray | None
+    meta: dict  # policy.json
+
+
+def read_actor(folder: str | Path) -> ExportedActor:
+    """Read `policy.onnx` + `policy.json` of an exported policy back into arrays."""
+    folder = Path(folder)
+    meta = json.loads((folder / "policy.json").read_text())
+    inits = {
+        t.name: numpy_helper.to_array(t)
+        for t in onnx.load(folder / "policy.onnx").graph.initializer
+    }
+    layers = []
+    while f"W{len(layers)}" in inits:
+        layers.append((inits[f"W{len(layers)}"], inits[f"b{len(layers)}"]))
+    if not layers:
+        raise ValueError(f"{folder / 'policy.onnx'} holds no actor written by locomotion export")
+    mean, var = inits.get("obs_mean"), None
+    if mean is not None:
+        var = 1.0 / inits["obs_inv_std"].astype(np.float64) ** 2 - NORMALIZER_EPS
+    return ExportedActor(layers, mean, var, meta)
+
+
 def export(run_dir: str | Path, out_dir: str | Path | None = None) -> Path:
     """Write policy.onnx + policy.json for the newest checkpoint of `run_dir`; returns out_dir."""
     from locomotion.train.driver import latest_checkpoint

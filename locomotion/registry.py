@@ -31,6 +31,11 @@ class RunConfig:
     """Length of the final evaluation [s]."""
     video_seconds: float = 5.0
     """Length of the video rendered at the end of training [s] (0 disables it)."""
+    init_from: str | None = None
+    """Warm start: begin with the network parameters and observation normalizers of this run
+    directory's newest checkpoint (or this .npz checkpoint), e.g. a run of an easier variant
+    of the task (a curriculum). Optimizer, environments and iteration count start fresh; the
+    networks and observation sizes must match. Ignored when resuming."""
 
     def __post_init__(self):
         if self.num_iterations < 1 or self.checkpoint_every < 1 or self.log_every < 1:

@@ -1,6 +1,8 @@
 """Export (ONNX == JAX), native-MuJoCo replay with the task's own observation code, the shipped
-policy's end-to-end check, video, and clear errors for bad policies."""
+policy's end-to-end check, video, clear errors for bad policies, and warm starts from an
+exported policy."""
 
+import dataclasses
 import json
 import shutil
 
@@ -9,15 +11,17 @@ import jax.numpy as jp
 import numpy as np
 import pytest
 from mujoco import mjx
-from test_ppo import pendulum_config
+from test_ppo import leaves_equal, pendulum_config
 
 from locomotion import registry
+from locomotion.cat import wrap_for_training
+from locomotion.checkpoint import CheckpointError
 from locomotion.cli import main
 from locomotion.export import export
 from locomotion.policy import SHIPPED_DIR, load
 from locomotion.replay import eval_env
 from locomotion.train import ppo
-from locomotion.train.driver import train
+from locomotion.train.driver import train, warm_start
 
 SHIPPED = "quadruped_joystick"
 
@@ -149,3 +153,34 @@ def test_bad_policies_give_one_line_errors(tmp_path, capsys, breakage, message):
     err = capsys.readouterr().err.strip()
     assert message in err, err
     assert len(err.splitlines()) == 1 and "Traceback" not in err
+
+
+def test_warm_start_from_an_exported_policy_acts_as_it_did():
+    """`--run.init-from hand_rotate_z` for hand_reorient_upright: the rotation policy's actor,
+    its inputs matched by observation name; the reorientation task's extra inputs (cube pose,
+    goal) start with zero weight, so the new actor acts exactly as the shipped policy."""
+    entry = registry.entry("hand_reorient_upright")
+    cfg = dataclasses.replace(entry.presets["cpu"][0], num_envs=8)
+    env = entry.env_class(entry.env_config)
+    mesh = ppo.make_mesh(cfg.num_envs)
+    fresh = ppo.init(wrap_for_training(env, cfg.num_envs), cfg, jax.random.PRNGKey(0), mesh)
+    warm = warm_start(fresh, "hand_rotate_z", mesh, env)
+    obs = np.asarray(fresh.env_state.obs["state"])
+    obs = obs + np.random.default_rng(0).normal(0, 0.2, obs.shape).astype(np.float32)
+    nets = ppo.make_networks(env.action_size, cfg)
+    actions = ppo.policy_fn(nets, warm.params, warm.obs_stats, cfg)(jp.asarray(obs))
+    rotate = load("hand_rotate_z")
+    assert [e["name"] for e in rotate.meta["observation"]["layout"]] == [
+        name for name, _ in env.OBSERVATION_LAYOUT[:6]
+    ]
+    np.testing.assert_allclose(actions, rotate(obs[:, :96]), atol=1e-5)
+    first = np.asarray(warm.params["actor"]["params"]["MLP_0"]["Dense_0"]["kernel"])
+    assert not first[96:].any() and first[:96].any()
+    assert leaves_equal(warm.params["critic"], fresh.params["critic"])  # the critic is fresh
+    # A policy of another robot, or of other layer sizes, is refused in one sentence.
+    with pytest.raises(CheckpointError, match="12 actions, not 16"):
+        warm_start(fresh, "quadruped_joystick", mesh, env)
+    small = dataclasses.replace(cfg, actor_hidden=(64, 64))
+    other = ppo.init(wrap_for_training(env, cfg.num_envs), small, jax.random.PRNGKey(0), mesh)
+    with pytest.raises(CheckpointError, match="actor-hidden"):
+        warm_start(other, "hand_rotate_z", mesh, env)

@@ -16,7 +16,7 @@ from locomotion.config import TrainConfig
 from locomotion.evaluation import evaluate
 from locomotion.registry import RunConfig
 from locomotion.train import ppo
-from locomotion.train.driver import latest_checkpoint, train
+from locomotion.train.driver import latest_checkpoint, train, warm_start
 
 
 def pendulum_config(iterations: int, seed: int = 0, **ppo_changes) -> TrainConfig:
@@ -92,6 +92,38 @@ def test_checkpoint_restores_exactly_and_resume_continues(tmp_path):
     assert int(resumed.iteration) == 4 and len(history) == 2
     assert leaves_equal(resumed.params, straight.params)
     assert leaves_equal(resumed.opt_state, straight.opt_state)
+
+
+def test_warm_start_takes_networks_and_normalizers_but_starts_fresh(tmp_path):
+    """`run.init_from`: another run's parameters and observation normalizers; the optimizer,
+    environments and iteration count are those of a new run."""
+    env = registry.make("pendulum_swingup")
+    source, _ = train(env, pendulum_config(2), tmp_path / "source", progress=False)
+    cfg = pendulum_config(2, seed=5)
+    fresh = ppo.init(ppo_wrapper(env, cfg), cfg.ppo, jax.random.PRNGKey(5), ppo.make_mesh(64))
+    warm = warm_start(fresh, tmp_path / "source", ppo.make_mesh(64))
+    assert leaves_equal(warm.params, source.params)
+    assert leaves_equal(
+        (warm.obs_stats, warm.critic_obs_stats), (source.obs_stats, source.critic_obs_stats)
+    )
+    assert not leaves_equal(fresh.params, source.params)
+    assert leaves_equal(
+        (warm.opt_state, warm.env_state, warm.iteration),
+        (fresh.opt_state, fresh.env_state, fresh.iteration),
+    )
+    # Through the driver: training continues from the source's networks.
+    init_cfg = dataclasses.replace(
+        cfg, run=dataclasses.replace(cfg.run, init_from=str(tmp_path / "source"))
+    )
+    trained, _ = train(env, init_cfg, tmp_path / "warm", progress=False)
+    assert int(trained.iteration) == 2
+    # A source of another network shape, or none at all, is a CheckpointError.
+    other = dataclasses.replace(init_cfg, ppo=dataclasses.replace(cfg.ppo, actor_hidden=(16,)))
+    with pytest.raises(checkpoint.CheckpointError, match="shape|lacks"):
+        train(env, other, progress=False)
+    missing = dataclasses.replace(cfg, run=dataclasses.replace(cfg.run, init_from="/no/run"))
+    with pytest.raises(checkpoint.CheckpointError, match="init_from"):
+        train(env, missing, progress=False)
 
 
 def test_bad_checkpoint_is_a_clear_error(tmp_path):

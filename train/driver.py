@@ -10,6 +10,7 @@ from pathlib import Path
 
 import jax
 import numpy as np
+from flax import traverse_util
 from tqdm import tqdm
 
 from locomotion import checkpoint
@@ -43,7 +44,7 @@ def restore(run_dir: Path, template: ppo.TrainState, mesh) -> ppo.TrainState:
     """Load the newest checkpoint of `run_dir` into the layout of `template`."""
     path = latest_checkpoint(run_dir)
     if path is None:
-        raise FileNotFoundError(f"no checkpoint in {Path(run_dir) / CHECKPOINT_DIR}")
+        raise checkpoint.CheckpointError(f"no checkpoint in {Path(run_dir) / CHECKPOINT_DIR}")
     try:
         state = checkpoint.load(path, template)
     except ValueError as err:
@@ -62,6 +63,114 @@ def restore(run_dir: Path, template: ppo.TrainState, mesh) -> ppo.TrainState:
     return rest.replace(env_state=env_state)
 
 
+def warm_start(state: ppo.TrainState, source: str | Path, mesh, env: Env) -> ppo.TrainState:
+    """`state` started from `source`: a run directory or checkpoint (its networks and
+    normalizers), or an exported policy, by directory or shipped name (its actor)."""
+    from locomotion.policy import SHIPPED_DIR
+
+    source = Path(source)
+    if not source.exists() and (SHIPPED_DIR / source / "policy.json").is_file():
+        source = SHIPPED_DIR / source
+    if (source / "policy.json").is_file():
+        return warm_start_from_policy(state, source, mesh, env)
+    path = source if source.is_file() else latest_checkpoint(source)
+    if path is None:
+        raise checkpoint.CheckpointError(
+            f"init_from: no checkpoint file, run directory or exported policy at {source}"
+        )
+    learned = ppo.TrainState(
+        params=state.params,
+        opt_state=None,
+        obs_stats=state.obs_stats,
+        critic_obs_stats=state.critic_obs_stats,
+        env_state=None,
+        key=None,
+        iteration=None,
+    )
+    learned = jax.device_put(checkpoint.load(path, learned), _replicated(mesh))
+    return state.replace(
+        params=learned.params,
+        obs_stats=learned.obs_stats,
+        critic_obs_stats=learned.critic_obs_stats,
+    )
+
+
+def warm_start_from_policy(state: ppo.TrainState, folder: Path, mesh, env: Env) -> ppo.TrainState:
+    """`state` whose actor is the exported policy in `folder` (a skill to build on).
+
+    Observation entries are matched by name: an entry the policy never saw starts with zero
+    weight (so at first the actor acts exactly as the policy did) and with the normalizer
+    statistics of the fresh environments' first observations. The critic and the action noise
+    start fresh; the hidden layers must have the policy's sizes.
+    """
+    from locomotion.export import read_actor
+
+    def refuse(why: str):
+        raise checkpoint.CheckpointError(f"init_from {folder}: {why}")
+
+    source = read_actor(folder)
+    layout = getattr(env, "OBSERVATION_LAYOUT", None)
+    source_layout = source.meta.get("observation", {}).get("layout")
+    if not layout or not source_layout:
+        refuse("warm starts from a policy need named observation entries on both sides")
+    if source.meta.get("action", {}).get("size") != env.action_size:
+        refuse(
+            f"the policy has {source.meta.get('action', {}).get('size')} actions, not "
+            f"{env.action_size}"
+        )
+    actor = traverse_util.flatten_dict(jax.device_get(state.params["actor"]), sep="/")
+    units = [
+        actor[k].shape[1]
+        for k in (f"params/MLP_0/Dense_{i}/kernel" for i in range(9))
+        if k in actor
+    ]
+    if units != [w.shape[1] for w, _ in source.layers]:
+        shapes = [w.shape[1] for w, _ in source.layers]
+        refuse(f"its layers have {shapes} units; pass the same --ppo.actor-hidden")
+    source_rows = {}
+    start = 0
+    for entry in source_layout:
+        source_rows[entry["name"]] = np.arange(start, start + entry["size"])
+        start += entry["size"]
+    obs = np.asarray(jax.device_get(state.env_state.obs[ppo.ACTOR_OBS]), np.float64)
+    mean, var = obs.mean(axis=0), obs.var(axis=0)
+    first = np.zeros_like(actor["params/MLP_0/Dense_0/kernel"])
+    matched, start = [], 0
+    for name, size in layout:
+        rows = np.arange(start, start + size)
+        start += size
+        if len(source_rows.get(name, ())) != size:
+            continue
+        matched.append(name)
+        first[rows] = source.layers[0][0][source_rows[name]]
+        if source.obs_mean is not None:
+            mean[rows] = source.obs_mean[source_rows[name]]
+            var[rows] = source.obs_var[source_rows[name]]
+    if not matched:
+        refuse("it shares no observation entry with this task")
+    for i, (kernel, bias) in enumerate(source.layers):
+        actor[f"params/MLP_0/Dense_{i}/kernel"] = first if i == 0 else kernel
+        actor[f"params/MLP_0/Dense_{i}/bias"] = bias
+    params = {**state.params, "actor": traverse_util.unflatten_dict(actor, sep="/")}
+    # The statistics weigh as much as the steps the policy was trained on, so the first
+    # batches do not shift the inputs the copied weights were trained with.
+    count = float(source.meta.get("training", {}).get("env_steps", obs.shape[0]))
+    obs_stats = state.obs_stats.replace(mean=mean, var=var, count=count)
+    params, obs_stats = jax.device_put(
+        jax.tree.map(
+            lambda x, like: np.asarray(x, like.dtype),
+            (params, obs_stats),
+            (state.params, state.obs_stats),
+        ),
+        _replicated(mesh),
+    )
+    return state.replace(params=params, obs_stats=obs_stats)
+
+
+def _replicated(mesh):
+    return jax.sharding.NamedSharding(mesh, jax.sharding.PartitionSpec())
+
+
 def train(
     env: Env,
     cfg: config_io.TrainConfig,
@@ -76,11 +185,14 @@ def train(
     mesh = ppo.make_mesh(pcfg.num_envs)
     state = ppo.init(wrapped, pcfg, jax.random.PRNGKey(rcfg.seed), mesh)
     logger = None
+    resume = resume and run_dir is not None
+    if resume:
+        state = restore(Path(run_dir), state, mesh)
+    elif rcfg.init_from is not None:
+        state = warm_start(state, rcfg.init_from, mesh, env)
     if run_dir is not None:
         run_dir = Path(run_dir)
         run_dir.mkdir(parents=True, exist_ok=True)
-        if resume:
-            state = restore(run_dir, state, mesh)
         config_io.save(cfg, run_dir / "config.json")
         logger = MetricsLogger(run_dir)
     step_fn = ppo.make_train_step(wrapped, pcfg, rcfg.num_iterations, mesh)
