@@ -4,18 +4,21 @@
     locomotion train TASK [--preset smoke|cpu|gpu] [--run-dir DIR] [--resume RUN_DIR] [overrides]
     locomotion export RUN_DIR [-o DIR]
     locomotion eval POLICY [--episodes N] [--seconds S] [--seed S] [--command vx,vy,wz]
-                           [--json FILE] [--compare-mjx]
+                           [--json FILE] [--compare-mjx] [--env.FIELD VALUE ...]
     locomotion video POLICY -o FILE.mp4 [--seconds S] [--command vx,vy,wz] [--width W --height H]
 
 POLICY is an exported policy directory or the name of a shipped policy (`locomotion list`).
 
 Overrides are generated from the config dataclasses by tyro, e.g. `--ppo.num-envs 256`
 `--run.num-iterations 100` `--env.rewards.torques -1e-3`; see `locomotion train TASK --help`.
+`--run.init-from RUN_DIR` starts from another run's networks (a curriculum step).
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
+import io
 import sys
 import time
 from pathlib import Path
@@ -96,7 +99,12 @@ def _export(args: list[str]) -> int:
 
 
 def _eval(args: list[str]) -> int:
-    parser = argparse.ArgumentParser(prog="locomotion eval")
+    parser = argparse.ArgumentParser(
+        prog="locomotion eval",
+        epilog="Any --env.FIELD VALUE changes the task setting FIELD for this evaluation, e.g. "
+        "--env.randomize --env.obs-noise 1.0 (default: the policy's training settings with "
+        "nominal physics and clean observations).",
+    )
     parser.add_argument("policy")
     parser.add_argument("--episodes", type=int, default=5)
     parser.add_argument("--seconds", type=float, default=10.0)
@@ -108,28 +116,62 @@ def _eval(args: list[str]) -> int:
         action="store_true",
         help="also roll out in MJX with the same policy and commands",
     )
-    a = parser.parse_args(args)
+    a, overrides = parser.parse_known_args(args)
     if a.episodes < 1 or a.seconds <= 0:
         raise UserError("--episodes must be >= 1 and --seconds positive")
     command = _parse_command(a.command)
     policy = _load_policy(a.policy)
     import json
 
-    from locomotion.replay import evaluate_mjx, evaluate_native
+    from locomotion.replay import eval_config, evaluate_mjx, evaluate_native
 
     try:
-        result = evaluate_native(policy, a.episodes, a.seconds, a.seed, command)
+        config = _env_overrides(eval_config(policy, command), overrides)
+        result = evaluate_native(policy, a.episodes, a.seconds, a.seed, command, config=config)
         if a.compare_mjx:
-            result["mjx"] = evaluate_mjx(policy, a.episodes, a.seconds, a.seed, command)
+            result["mjx"] = evaluate_mjx(policy, a.episodes, a.seconds, a.seed, command, config)
     except ValueError as err:
         raise UserError(str(err)) from None
     result.update(seconds=a.seconds, seed=a.seed, command=command, policy=str(policy.path))
+    result["env_overrides"] = overrides
     print(_table(result))
     if a.json:
         a.json.parent.mkdir(parents=True, exist_ok=True)
         a.json.write_text(json.dumps(result, indent=2) + "\n")
         print(f"wrote {a.json}")
     return 0
+
+
+def _env_overrides(config, overrides: list[str]):
+    """`config` with the `--env.FIELD VALUE` options applied (tyro over its dataclass)."""
+    if not overrides:
+        return config
+    stray = [o for o in overrides if o.startswith("-") and not o.startswith("--env.")]
+    if stray:
+        raise UserError(f"unknown option {stray[0]!r} (task settings are --env.FIELD VALUE)")
+    import tyro
+
+    from locomotion.config import EnvOverrides
+
+    # tyro reports a bad option or value in a box on stderr and exits: keep its words, one line.
+    box = io.StringIO()
+    try:
+        with contextlib.redirect_stderr(box):
+            parsed = tyro.cli(
+                EnvOverrides[type(config)],
+                default=EnvOverrides(env=config),
+                args=overrides,
+                prog="locomotion eval POLICY",
+            )
+    except SystemExit:
+        words = [
+            line.strip(" │|─-╭╮╰╯")
+            for line in box.getvalue().splitlines()
+            if "helptext" not in line
+        ]
+        reason = " ".join(w for w in words if w)
+        raise UserError(f"{' '.join(overrides)}: {reason}") from None
+    return parsed.env
 
 
 def _table(result: dict) -> str:
@@ -253,9 +295,14 @@ def _train(args: list[str]) -> int:
         f"training {entry.name} on {jax.default_backend()} ({jax.device_count()} device(s)), "
         f"{cfg.ppo.num_envs} envs, {cfg.run.num_iterations} iterations -> {run_dir}"
     )
-    _, history = train(
-        env, cfg, run_dir, resume=known.resume is not None, progress=not known.no_progress
-    )
+    from locomotion.checkpoint import CheckpointError
+
+    try:
+        _, history = train(
+            env, cfg, run_dir, resume=known.resume is not None, progress=not known.no_progress
+        )
+    except CheckpointError as err:  # resume / init_from: a missing or mismatched checkpoint
+        raise UserError(str(err)) from None
     evals = {k: v for row in history for k, v in row.items() if k.startswith("eval/")}
     if evals:
         print("final evaluation: " + ", ".join(f"{k[5:]}={v:.3g}" for k, v in evals.items()))

@@ -29,6 +29,14 @@ class TrainConfig(Generic[E]):
     """Run length, seed, checkpointing."""
 
 
+@dataclasses.dataclass(frozen=True, kw_only=True)
+class EnvOverrides(Generic[E]):
+    """Task settings alone, for `--env.FIELD VALUE` options outside training (evaluation)."""
+
+    env: E
+    """Task settings."""
+
+
 def to_dict(cfg: Any) -> dict:
     return dataclasses.asdict(cfg)
 

@@ -58,8 +58,9 @@ def eval_report(task: str) -> EvalReport:
     return getattr(registry.entry(task).env_class, "EVAL_REPORT", LOCOMOTION_REPORT)
 
 
-def eval_env(policy: Policy, command: tuple[float, float, float] | None = None):
-    """The policy's task with evaluation settings (nominal physics, clean observations)."""
+def eval_config(policy: Policy, command: tuple[float, float, float] | None = None):
+    """The policy's task config with evaluation settings: nominal physics, clean observations
+    and, when given, a fixed velocity command."""
     changes = {}
     cfg = policy.env_config()
     for name, value in (("randomize", False), ("obs_noise", 0.0)):
@@ -69,7 +70,14 @@ def eval_env(policy: Policy, command: tuple[float, float, float] | None = None):
         if not hasattr(cfg, "fixed_command"):
             raise ValueError(f"task {policy.task!r} takes no velocity command")
         changes["fixed_command"] = tuple(float(c) for c in command)
-    return registry.entry(policy.task).env_class(policy.env_config(**changes))
+    return policy.env_config(**changes)
+
+
+def eval_env(policy: Policy, command: tuple[float, float, float] | None = None, config=None):
+    """The policy's task built with `config` (default: `eval_config(policy, command)`)."""
+    if config is None:
+        config = eval_config(policy, command)
+    return registry.entry(policy.task).env_class(config)
 
 
 class NativeRunner:
@@ -150,9 +158,11 @@ def evaluate_native(
     command=None,
     on_frame: Callable | None = None,
     stop_on_fall: bool = True,
+    config=None,
 ) -> dict:
-    """Roll the ONNX policy in C MuJoCo; `on_frame(model, data)` is called after each step."""
-    env = eval_env(policy, command)
+    """Roll the ONNX policy in C MuJoCo; `on_frame(model, data)` is called after each step.
+    `config` replaces the evaluation config of the task (`eval_config`)."""
+    env = eval_env(policy, command, config)
     runner = NativeRunner(env)
     num_steps = int(round(seconds / env.dt))
     keys = jax.random.split(jax.random.PRNGKey(seed), episodes)
@@ -182,10 +192,15 @@ def evaluate_native(
 
 
 def evaluate_mjx(
-    policy: Policy, episodes: int = 5, seconds: float = 10.0, seed: int = 0, command=None
+    policy: Policy,
+    episodes: int = 5,
+    seconds: float = 10.0,
+    seed: int = 0,
+    command=None,
+    config=None,
 ) -> dict:
     """The same policy, commands and initial states, with MJX physics (episodes batched)."""
-    env = eval_env(policy, command)
+    env = eval_env(policy, command, config)
     num_steps = int(round(seconds / env.dt))
     keys = jax.random.split(jax.random.PRNGKey(seed), episodes)
     state = jax.jit(jax.vmap(env.reset))(keys)

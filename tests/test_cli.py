@@ -31,6 +31,7 @@ def test_list_prints_tasks(capsys):
         (["train", "walk_on_air"], "unknown task 'walk_on_air'"),
         (["fly"], "unknown command 'fly'"),
         (["train", "--resume", "/nonexistent/run"], "has no config.json"),
+        (["train", "pendulum_swingup", "--run.init-from", "/no/run"], "init_from: no checkpoint"),
     ],
 )
 def test_user_errors_are_one_line(args, message, capsys):
@@ -73,3 +74,23 @@ def test_train_quadruped_smoke_end_to_end(tmp_path):
     evaluation = json.loads((run_dir / "eval.json").read_text())
     assert 0.0 <= evaluation["eval/fall_rate"] <= 1.0
     assert "eval/tracking/lin_vel_error" in evaluation
+
+
+def test_eval_env_overrides_change_only_the_named_settings(capsys):
+    """`locomotion eval POLICY --env.FIELD VALUE`: the policy's settings, evaluation defaults
+    (nominal physics, clean observations), then the user's changes; bad ones are one line."""
+    from locomotion.cli import UserError, _env_overrides
+    from locomotion.policy import load
+    from locomotion.replay import eval_config
+
+    base = eval_config(load("hand_reorient"))
+    assert not base.randomize and base.obs_noise == 0.0
+    changed = _env_overrides(base, ["--env.randomize", "--env.success-threshold", "0.2"])
+    assert changed.randomize and changed.success_threshold == 0.2
+    assert changed.obs_noise == 0.0 and changed.rewards == base.rewards
+    assert _env_overrides(base, []) is base
+    with pytest.raises(UserError, match="unknown option '--episode'"):
+        _env_overrides(base, ["--episode", "3"])
+    assert main(["eval", "hand_reorient", "--env.upright-goals", "2"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert "upright_goals" in err and len(err.splitlines()) == 1
