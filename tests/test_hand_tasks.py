@@ -245,6 +245,19 @@ def test_successes_count_per_episode_in_the_eval_report():
     assert {"ang_vel_error", "constraint_violation_rate", "metrics"} <= set(out)
 
 
+def test_rotate_reward_caps_forward_turns_only(rotate_eval):
+    """A turn back always costs in full, so wiggling the cube forth and back earns nothing."""
+    env, reset, _ = rotate_eval
+    state = reset(jax.random.PRNGKey(0))
+    terms = lambda rate: env.reward_terms(  # noqa: E731
+        state.pipeline_state, jp.zeros(16), state.info, jp.asarray(rate)
+    )
+    assert float(terms(3.0)["yaw_rate"]) == env.config.max_yaw_rate == 1.0
+    assert float(terms(-3.0)["yaw_rate"]) == -3.0
+    wiggle = [0.9, 0.9, 0.9, -2.7]  # [rad/s] net zero
+    assert sum(float(terms(r)["yaw_rate"]) for r in wiggle) <= 0.0
+
+
 # ------------------------------------------------------------------------------ termination
 def test_drop_terminates_and_resting_cube_does_not(rotate_eval):
     env, reset, step = rotate_eval
