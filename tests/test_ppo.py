@@ -101,7 +101,7 @@ def test_warm_start_takes_networks_and_normalizers_but_starts_fresh(tmp_path):
     source, _ = train(env, pendulum_config(2), tmp_path / "source", progress=False)
     cfg = pendulum_config(2, seed=5)
     fresh = ppo.init(ppo_wrapper(env, cfg), cfg.ppo, jax.random.PRNGKey(5), ppo.make_mesh(64))
-    warm = warm_start(fresh, tmp_path / "source", ppo.make_mesh(64))
+    warm = warm_start(fresh, tmp_path / "source", ppo.make_mesh(64), env)
     assert leaves_equal(warm.params, source.params)
     assert leaves_equal(
         (warm.obs_stats, warm.critic_obs_stats), (source.obs_stats, source.critic_obs_stats)
