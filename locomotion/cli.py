@@ -102,8 +102,8 @@ def _eval(args: list[str]) -> int:
     parser = argparse.ArgumentParser(
         prog="locomotion eval",
         epilog="Any --env.FIELD VALUE changes the task setting FIELD for this evaluation, e.g. "
-        "--env.randomize --env.obs-noise 1.0 (default: the policy's training settings with "
-        "nominal physics and clean observations).",
+        "--env.obs-noise 1.0 (default: the policy's training settings with nominal physics and "
+        "clean observations; native replay always steps the nominal MJCF).",
     )
     parser.add_argument("policy")
     parser.add_argument("--episodes", type=int, default=5)
