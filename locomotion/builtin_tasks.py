@@ -109,10 +109,11 @@ def _quadruped_cat() -> TaskEntry:
     )
 
 
-# Hand tasks on 2 CPU cores: MJX steps about 0.9k control steps/s (10 physics substeps each)
-# at 128-512 envs on one busy core, flat in num_envs, so more envs only make iterations longer.
-# Exploration noise starts at std 0.37 (log -1; 0.18 rad with action_scale 0.5): under random
-# actions 39% of cubes stay on the palm for 4 s at std 0.37, 9% at 0.6, none at 1.0 (measured).
+# Hand tasks on 2 CPU cores: MJX steps about 1.15k control steps/s in training (10 physics
+# substeps of 8 solver iterations each, 256 envs), flat in num_envs, so more envs only make
+# iterations longer. Exploration noise starts at std 0.6 (0.3 rad of joint target) for a task
+# learned from scratch, 0.37 for one that starts from another task's policy (a warm start:
+# `RunConfig.init_from`), whose gait the noise should not drown.
 HAND_PPO = PPOConfig(
     num_envs=256,
     unroll_length=20,
@@ -120,12 +121,13 @@ HAND_PPO = PPOConfig(
     num_epochs=5,
     gamma=0.99,
     ent_coef=0.002,
-    init_log_std=-0.5,  # std 0.6 (0.3 rad of joint target): enough finger motion to find a gait
+    init_log_std=-0.5,
 )
 
 
-def _hand_presets(cpu_iterations: int, gpu_iterations: int) -> dict:
-    """smoke / cpu / gpu presets of the hand-and-cube tasks."""
+def _hand_presets(cpu_iterations: int, gpu_iterations: int, init_from: str | None = None) -> dict:
+    """smoke / cpu / gpu presets of the hand-and-cube tasks; cpu and gpu start from the
+    exported policy `init_from` (a shipped name) when given, smoke from scratch."""
     smoke = dataclasses.replace(
         HAND_PPO,
         num_envs=32,
@@ -134,6 +136,7 @@ def _hand_presets(cpu_iterations: int, gpu_iterations: int) -> dict:
         actor_hidden=(64, 64),
         critic_hidden=(64, 64),
     )
+    ppo = HAND_PPO if init_from is None else dataclasses.replace(HAND_PPO, init_log_std=-1.0)
     return {
         "smoke": (
             smoke,
@@ -145,10 +148,13 @@ def _hand_presets(cpu_iterations: int, gpu_iterations: int) -> dict:
                 video_seconds=1.0,
             ),
         ),
-        "cpu": (HAND_PPO, RunConfig(num_iterations=cpu_iterations, checkpoint_every=50)),
+        "cpu": (
+            ppo,
+            RunConfig(num_iterations=cpu_iterations, checkpoint_every=50, init_from=init_from),
+        ),
         "gpu": (
-            dataclasses.replace(HAND_PPO, num_envs=8192, num_minibatches=8),
-            RunConfig(num_iterations=gpu_iterations, checkpoint_every=100),
+            dataclasses.replace(ppo, num_envs=8192, num_minibatches=8),
+            RunConfig(num_iterations=gpu_iterations, checkpoint_every=100, init_from=init_from),
         ),
     }
 
@@ -162,14 +168,14 @@ def _hand_eval_config(cfg):
 def _hand_rotate_z() -> TaskEntry:
     from locomotion.tasks.hand_rotate_z import HandRotateZ, HandRotateZConfig
 
-    # cpu: 1000 iterations x 5120 steps = 5.1 M control steps, about an hour at the 1.5k-1.8k
-    # steps/s expected of 2 idle cores (measured 0.9k/s on one busy core: 95 minutes).
+    # cpu: 300 iterations x 5120 steps = 1.5 M control steps, about 25 minutes; the cube turns
+    # at 1.6 rad/s (native) after 200 of them (README).
     return TaskEntry(
         name="hand_rotate_z",
         description="16-DoF hand keeps a cube turning about the vertical axis on its palm (MJX)",
         env_class=HandRotateZ,
         env_config=HandRotateZConfig(),
-        presets=_hand_presets(cpu_iterations=1000, gpu_iterations=1000),
+        presets=_hand_presets(cpu_iterations=300, gpu_iterations=1000),
         eval_env_config=_hand_eval_config,
     )
 
@@ -178,14 +184,16 @@ def _hand_rotate_z() -> TaskEntry:
 def _hand_reorient() -> TaskEntry:
     from locomotion.tasks.hand_reorient import HandReorient, HandReorientConfig
 
-    # Harder than hand_rotate_z: the cpu preset is the same hour-sized budget, a start rather
-    # than a solution; the gpu preset has 3x rotate_z's.
+    # Uniformly random goals need GPU-scale training; on a CPU it starts from the shipped
+    # upright-goal policy (which already turns the cube about the vertical on purpose).
     return TaskEntry(
         name="hand_reorient",
         description="16-DoF hand turns a cube on its palm to random goal orientations (MJX)",
         env_class=HandReorient,
         env_config=HandReorientConfig(),
-        presets=_hand_presets(cpu_iterations=1000, gpu_iterations=3000),
+        presets=_hand_presets(
+            cpu_iterations=300, gpu_iterations=3000, init_from="hand_reorient_upright"
+        ),
         eval_env_config=_hand_eval_config,
     )
 
@@ -194,12 +202,12 @@ def _hand_reorient() -> TaskEntry:
 def _hand_reorient_upright() -> TaskEntry:
     from locomotion.tasks.hand_reorient import HandReorientConfig
 
-    # Every goal keeps the cube's top face up (yaw goals): the part of reorientation that
-    # 2 CPU cores learn in an hour, where uniformly random goals need GPU-scale training.
+    # Every goal keeps the cube's top face up (yaw goals). It starts from the shipped
+    # hand_rotate_z policy: the cube already turns, the goal inputs start at zero weight.
     return dataclasses.replace(
         _hand_reorient(),
         name="hand_reorient_upright",
         description="hand_reorient with upright goals: the top face stays up, the yaw changes",
         env_config=HandReorientConfig(upright_goals=1.0),
-        presets=_hand_presets(cpu_iterations=1000, gpu_iterations=1000),
+        presets=_hand_presets(cpu_iterations=400, gpu_iterations=1000, init_from="hand_rotate_z"),
     )
