@@ -324,7 +324,8 @@ def _finish_run(run_dir: Path, cfg) -> None:
         read_metrics(run_dir),
         run_dir / "learning_curve.png",
         cfg.task,
-        extra_panels=[(metric, label) for _, metric, label in report.step_means],
+        extra_panels=[(metric, label) for _, metric, label in report.step_means]
+        + [(metric, f"{metric} (mean per step)") for _, metric, _ in report.episode_counts],
     )
     print(f"exported policy: {out}")
     if cfg.run.video_seconds > 0:
