@@ -192,7 +192,7 @@ def _hand_reorient() -> TaskEntry:
         env_class=HandReorient,
         env_config=HandReorientConfig(),
         presets=_hand_presets(
-            cpu_iterations=600, gpu_iterations=3000, init_from="hand_reorient_upright"
+            cpu_iterations=900, gpu_iterations=3000, init_from="hand_reorient_upright"
         ),
         eval_env_config=_hand_eval_config,
     )

@@ -113,14 +113,14 @@ def test_upright_reorient_policy_turns_towards_its_goal_not_blindly():
 def test_random_goal_policy_turns_the_cube_towards_its_goals(tmp_path):
     """The shipped hand_reorient policy (uniformly random goals) is a CPU-budget start: on the
     same 10 goal sequences it keeps the cube closer to its goals than the untrained network
-    (measured 1.70 rad against 2.08) and keeps the cube in most episodes (2 of 10 dropped). It
+    (measured 1.59 rad against 2.08) and keeps the cube in most episodes (none dropped). It
     reaches no goal within 0.4 rad, as the untrained network does not (README)."""
     trained = native_eval("hand_reorient", tmp_path, episodes=10, seconds=20)
     untrained = native_eval(
         untrained_copy("hand_reorient", tmp_path), tmp_path, episodes=10, seconds=20
     )
     assert trained["task"] == untrained["task"] == "hand_reorient"
-    assert trained["drop_rate"] <= 0.3, trained
+    assert trained["drop_rate"] <= 0.2, trained
     after, before = trained["orientation_error"], untrained["orientation_error"]
     assert after < before - 0.2, (after, before)  # [rad]
 
