@@ -168,8 +168,8 @@ def _hand_eval_config(cfg):
 def _hand_rotate_z() -> TaskEntry:
     from locomotion.tasks.hand_rotate_z import HandRotateZ, HandRotateZConfig
 
-    # cpu: 300 iterations x 5120 steps = 1.5 M control steps, about 25 minutes; the cube turns
-    # at 1.6 rad/s (native) after 200 of them (README).
+    # cpu: 300 iterations x 5120 steps = 1.5 M control steps, about 25 minutes; after them the
+    # cube turns at 2.3 rad/s in native replay (README).
     return TaskEntry(
         name="hand_rotate_z",
         description="16-DoF hand keeps a cube turning about the vertical axis on its palm (MJX)",

@@ -47,6 +47,15 @@ def untrained_copy(name: str, tmp_path):
     return folder
 
 
+def trained_and_untrained(name: str, tmp_path, episodes: int) -> tuple[dict, dict]:
+    """Native evaluations (20 s episodes) of the shipped policy and of its untrained copy, on
+    the same seeds."""
+    trained = native_eval(name, tmp_path, episodes=episodes, seconds=20)
+    untrained = native_eval(untrained_copy(name, tmp_path), tmp_path, episodes=episodes, seconds=20)
+    assert trained["task"] == untrained["task"] == name
+    return trained, untrained
+
+
 def test_joystick_policy_walks(tmp_path):
     result = native_eval("quadruped_joystick", tmp_path, "--command", "0.5,0,0")
     assert result["task"] == "quadruped_joystick"
@@ -66,9 +75,7 @@ def test_cat_policy_walks_within_its_constraints(tmp_path):
 
 
 def test_rotate_policy_turns_the_cube_without_dropping_it(tmp_path):
-    trained = native_eval("hand_rotate_z", tmp_path, seconds=20)
-    untrained = native_eval(untrained_copy("hand_rotate_z", tmp_path), tmp_path, seconds=20)
-    assert trained["task"] == untrained["task"] == "hand_rotate_z"
+    trained, untrained = trained_and_untrained("hand_rotate_z", tmp_path, episodes=5)
     assert trained["drop_rate"] <= 0.2, trained  # no drop in at least 4 of the 5 episodes
     rate, before = trained["cube_yaw_rate"], untrained["cube_yaw_rate"]
     assert rate > 0.5 and rate >= 3 * abs(before), (rate, before)
@@ -77,11 +84,7 @@ def test_rotate_policy_turns_the_cube_without_dropping_it(tmp_path):
 def test_upright_reorient_policy_reaches_many_more_goals_than_untrained(tmp_path):
     """Consecutive successes per 20 s episode, the reorientation metric, on goals that keep the
     top face up (measured: median 21, the untrained network 0)."""
-    trained = native_eval("hand_reorient_upright", tmp_path, episodes=10, seconds=20)
-    untrained = native_eval(
-        untrained_copy("hand_reorient_upright", tmp_path), tmp_path, episodes=10, seconds=20
-    )
-    assert trained["task"] == untrained["task"] == "hand_reorient_upright"
+    trained, untrained = trained_and_untrained("hand_reorient_upright", tmp_path, episodes=10)
     assert trained["drop_rate"] <= 0.2, trained
     after, before = trained["consecutive_successes_median"], untrained["consecutive_successes_mean"]
     assert after >= 10 and after >= before + 10, (after, before)
@@ -114,12 +117,8 @@ def test_random_goal_policy_turns_the_cube_towards_its_goals(tmp_path):
     """The shipped hand_reorient policy (uniformly random goals) is a CPU-budget start: on the
     same 10 goal sequences it keeps the cube closer to its goals than the untrained network
     (measured 1.59 rad against 2.08) and keeps the cube in most episodes (none dropped). It
-    reaches no goal within 0.4 rad, as the untrained network does not (README)."""
-    trained = native_eval("hand_reorient", tmp_path, episodes=10, seconds=20)
-    untrained = native_eval(
-        untrained_copy("hand_reorient", tmp_path), tmp_path, episodes=10, seconds=20
-    )
-    assert trained["task"] == untrained["task"] == "hand_reorient"
+    reaches no goal within 0.4 rad, and neither does the untrained network (README)."""
+    trained, untrained = trained_and_untrained("hand_reorient", tmp_path, episodes=10)
     assert trained["drop_rate"] <= 0.2, trained
     after, before = trained["orientation_error"], untrained["orientation_error"]
     assert after < before - 0.2, (after, before)  # [rad]
