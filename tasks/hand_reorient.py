@@ -63,6 +63,10 @@ class HandReorientConfig(HandConfig):
     reached when drawn). The others are uniformly random orientations (OpenAI's and DeXtreme's
     benchmark), which usually need the cube rolled onto another face. 1.0 is the 1-axis
     reorientation of the LEAP hand's Isaac Lab task."""
+    roll_goals: float = 0.0
+    """Share of goals one roll away: the cube laid flat, then rolled a quarter turn onto one of
+    the four neighbouring faces (about one of its horizontal edges' directions), yaw kept. The
+    skill that upright goals never ask for and uniform goals mostly need."""
     rewards: RewardScales = RewardScales()
     max_cube_distance: float = 0.08  # [m] dropped: cube centre this far from its start
 
@@ -70,23 +74,44 @@ class HandReorientConfig(HandConfig):
         super().__post_init__()
         if not 0 < self.success_threshold < math.pi:
             raise ValueError("success_threshold must be in (0, pi) rad")
-        if not 0 <= self.upright_goals <= 1:
-            raise ValueError("upright_goals is a share of the goals: in [0, 1]")
+        shares = (self.upright_goals, self.roll_goals)
+        if min(shares) < 0 or sum(shares) > 1:
+            raise ValueError(
+                f"upright_goals and roll_goals are shares of the goals: each >= 0, sum <= 1, "
+                f"got {shares}"
+            )
 
 
-def upright_goal(quat: jax.Array, key: jax.Array, min_angle: float) -> jax.Array:
-    """`quat` laid flat (its most vertical axis turned exactly vertical, its top face kept),
-    then turned about the world vertical by a random angle of magnitude min_angle..pi."""
+def lay_flat(quat: jax.Array) -> jax.Array:
+    """`quat` turned by the smallest rotation that makes its most vertical axis exactly
+    vertical (the face now on top stays on top)."""
     axes = jax.vmap(lambda v: quat_rotate(quat, v))(jp.eye(3))  # cube axes in the world [3, 3]
     top = jp.argmax(jp.abs(axes[:, 2]))
     up = axes[top] * jp.sign(axes[top, 2])  # the cube axis pointing up
     tilt = jp.cross(up, jp.array([0.0, 0.0, 1.0]))  # axis * sin(angle) of up -> vertical
     sin = jp.linalg.norm(tilt)
-    flat = quat_mul(axis_angle_quat(tilt / jp.maximum(sin, 1e-9) * jp.arctan2(sin, up[2])), quat)
+    return quat_mul(axis_angle_quat(tilt / jp.maximum(sin, 1e-9) * jp.arctan2(sin, up[2])), quat)
+
+
+def upright_goal(quat: jax.Array, key: jax.Array, min_angle: float) -> jax.Array:
+    """`quat` laid flat, then turned about the world vertical by a random angle of magnitude
+    min_angle..pi."""
     key_angle, key_sign = jax.random.split(key)
     angle = jax.random.uniform(key_angle, minval=min_angle, maxval=math.pi)
     angle = jp.where(jax.random.bernoulli(key_sign), angle, -angle)
-    return quat_mul(axis_angle_quat(jp.array([0.0, 0.0, 1.0]) * angle), flat)
+    return quat_mul(axis_angle_quat(jp.array([0.0, 0.0, 1.0]) * angle), lay_flat(quat))
+
+
+def roll_goal(quat: jax.Array, key: jax.Array) -> jax.Array:
+    """`quat` laid flat, then rolled a quarter turn about one of its two horizontal axes (either
+    way, chosen at random): one of the four neighbouring faces comes on top."""
+    flat = lay_flat(quat)
+    axes = jax.vmap(lambda v: quat_rotate(flat, v))(jp.eye(3))
+    horizontal = jp.argsort(jp.abs(axes[:, 2]))[:2]  # the two cube axes lying flat
+    key_axis, key_sign = jax.random.split(key)
+    axis = axes[horizontal[jax.random.randint(key_axis, (), 0, 2)]]
+    axis = jp.where(jax.random.bernoulli(key_sign), axis, -axis)
+    return quat_mul(axis_angle_quat(axis * (math.pi / 2)), flat)
 
 
 def goal_transition(
@@ -162,12 +187,18 @@ class HandReorient(HandCubeEnv):
         return State(data, obs, jp.zeros(()), jp.zeros(()), metrics, info)
 
     def sample_goal(self, cube_quat: jax.Array, key: jax.Array) -> jax.Array:
-        """The next goal: upright (top face kept) with probability `upright_goals`, else any."""
+        """The next goal: upright with probability `upright_goals`, one roll away with
+        probability `roll_goals`, else any orientation."""
         c = self.config
         key_kind, key_upright, key_any = jax.random.split(key, 3)
-        upright = upright_goal(cube_quat, key_upright, c.success_threshold)
-        upright_share = jax.random.uniform(key_kind) < c.upright_goals
-        return jp.where(upright_share, upright, random_quat(key_any))
+        key_roll = jax.random.fold_in(key_any, 1)  # the other kinds' draws stay as they were
+        u = jax.random.uniform(key_kind)
+        goal = jp.where(
+            u < c.upright_goals + c.roll_goals, roll_goal(cube_quat, key_roll), random_quat(key_any)
+        )
+        return jp.where(
+            u < c.upright_goals, upright_goal(cube_quat, key_upright, c.success_threshold), goal
+        )
 
     # ------------------------------------------------------------------------------- step
     def after_physics(self, state: State, data: mjx.Data, action: jax.Array) -> State:

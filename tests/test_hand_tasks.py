@@ -23,7 +23,14 @@ from locomotion.tasks.hand_common import (
     quat_rotate,
     yaw_turned,
 )
-from locomotion.tasks.hand_reorient import HandReorientConfig, goal_transition, upright_goal
+from locomotion.tasks.hand_reorient import (
+    HandReorient,
+    HandReorientConfig,
+    goal_transition,
+    lay_flat,
+    roll_goal,
+    upright_goal,
+)
 
 TASKS = ("hand_rotate_z", "hand_reorient")
 # Declared in the task docstrings: actor 32 per proprioceptive frame (3 frames) [+ 15 cube and
@@ -215,6 +222,34 @@ def test_upright_goals_keep_the_top_face_up_and_turn_about_the_vertical():
     # The share of upright goals follows the config (0: the uniform benchmark).
     with pytest.raises(ValueError, match="upright_goals"):
         HandReorientConfig(upright_goals=1.5)
+
+
+def test_roll_goals_bring_a_neighbouring_face_on_top_by_a_quarter_turn():
+    keys = jax.random.split(jax.random.PRNGKey(1), 400)
+    cube = quat_mul(_z_quat(0.7), axis_angle_quat(jp.array([0.15, -0.1, 0.0])))  # top: +z
+    goals = jax.vmap(lambda k: roll_goal(cube, k))(keys)
+    flat = lay_flat(cube)
+    turn = jax.vmap(lambda g: orientation_error(flat, g))(goals)
+    np.testing.assert_allclose(turn, np.pi / 2, atol=1e-4)
+    # The rotation is about a horizontal axis, so the cube's old top (+z) ends up horizontal
+    # and one of its four side faces (+-x, +-y) points straight up; all four are drawn.
+    old_top = jax.vmap(lambda g: quat_rotate(g, jp.eye(3)[2]))(goals)
+    np.testing.assert_allclose(old_top[:, 2], 0.0, atol=1e-5)
+    sides = jax.vmap(lambda g: jax.vmap(lambda v: quat_rotate(g, v))(jp.eye(3))[:2, 2])(goals)
+    new_top = np.argmax(np.abs(np.asarray(sides)), axis=1) * 2 + (
+        np.take_along_axis(np.asarray(sides), np.argmax(np.abs(sides), 1)[:, None], 1)[:, 0] < 0
+    )
+    np.testing.assert_allclose(np.max(np.abs(np.asarray(sides)), axis=1), 1.0, atol=1e-5)
+    assert sorted(set(new_top.tolist())) == [0, 1, 2, 3]
+    assert min(np.bincount(new_top)) > 60
+    # Shares: the sampler obeys upright / roll / uniform; shares above 1 in sum are refused.
+    env = HandReorient(HandReorientConfig(roll_goals=1.0))
+    drawn = jax.vmap(lambda k: env.sample_goal(cube, k))(keys[:50])
+    np.testing.assert_allclose(
+        jax.vmap(lambda g: orientation_error(flat, g))(drawn), np.pi / 2, atol=1e-4
+    )
+    with pytest.raises(ValueError, match="roll_goals"):
+        HandReorientConfig(upright_goals=0.6, roll_goals=0.5)
 
 
 def _unit_tilt_axis(quat, up_axis):
