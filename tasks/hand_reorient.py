@@ -193,12 +193,15 @@ class HandReorient(HandCubeEnv):
         key_kind, key_upright, key_any = jax.random.split(key, 3)
         key_roll = jax.random.fold_in(key_any, 1)  # the other kinds' draws stay as they were
         u = jax.random.uniform(key_kind)
-        goal = jp.where(
-            u < c.upright_goals + c.roll_goals, roll_goal(cube_quat, key_roll), random_quat(key_any)
-        )
-        return jp.where(
-            u < c.upright_goals, upright_goal(cube_quat, key_upright, c.success_threshold), goal
-        )
+        goal = random_quat(key_any)
+        # The shares are static: a kind with none is not computed in the jitted step.
+        if c.roll_goals > 0:
+            roll = roll_goal(cube_quat, key_roll)
+            goal = jp.where(u < c.upright_goals + c.roll_goals, roll, goal)
+        if c.upright_goals > 0:
+            upright = upright_goal(cube_quat, key_upright, c.success_threshold)
+            goal = jp.where(u < c.upright_goals, upright, goal)
+        return goal
 
     # ------------------------------------------------------------------------------- step
     def after_physics(self, state: State, data: mjx.Data, action: jax.Array) -> State:

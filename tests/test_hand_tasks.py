@@ -235,11 +235,13 @@ def test_roll_goals_bring_a_neighbouring_face_on_top_by_a_quarter_turn():
     # and one of its four side faces (+-x, +-y) points straight up; all four are drawn.
     old_top = jax.vmap(lambda g: quat_rotate(g, jp.eye(3)[2]))(goals)
     np.testing.assert_allclose(old_top[:, 2], 0.0, atol=1e-5)
-    sides = jax.vmap(lambda g: jax.vmap(lambda v: quat_rotate(g, v))(jp.eye(3))[:2, 2])(goals)
-    new_top = np.argmax(np.abs(np.asarray(sides)), axis=1) * 2 + (
-        np.take_along_axis(np.asarray(sides), np.argmax(np.abs(sides), 1)[:, None], 1)[:, 0] < 0
-    )
-    np.testing.assert_allclose(np.max(np.abs(np.asarray(sides)), axis=1), 1.0, atol=1e-5)
+    # Height of the cube's +x and +y axes after the roll [N, 2]; new top face: 2 * axis + (down).
+    x_and_y = jp.eye(3)[:2]
+    sides = np.asarray(jax.vmap(lambda g: jax.vmap(lambda v: quat_rotate(g, v)[2])(x_and_y))(goals))
+    axis = np.argmax(np.abs(sides), axis=1)
+    height = sides[np.arange(len(sides)), axis]
+    new_top = axis * 2 + (height < 0)
+    np.testing.assert_allclose(np.abs(height), 1.0, atol=1e-5)
     assert sorted(set(new_top.tolist())) == [0, 1, 2, 3]
     assert min(np.bincount(new_top)) > 60
     # Shares: the sampler obeys upright / roll / uniform; shares above 1 in sum are refused.
