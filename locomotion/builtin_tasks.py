@@ -8,8 +8,15 @@ from __future__ import annotations
 
 import dataclasses
 
+from locomotion.evaluation import nominal_config
 from locomotion.registry import RunConfig, TaskEntry, register
 from locomotion.train.config import PPOConfig
+
+
+def _legged_eval_config(cfg):
+    """A run's final evaluation of a legged task: nominal physics, clean observations and the
+    forward command vx = 0.5 m/s (the walking bar's setting)."""
+    return dataclasses.replace(nominal_config(cfg), fixed_command=(0.5, 0.0, 0.0))
 
 
 @register("pendulum_swingup")
@@ -86,7 +93,7 @@ def _quadruped_joystick() -> TaskEntry:
                 RunConfig(num_iterations=1500, checkpoint_every=100),
             ),
         },
-        eval_env_config=lambda cfg: dataclasses.replace(cfg, fixed_command=(0.5, 0.0, 0.0)),
+        eval_env_config=_legged_eval_config,
     )
 
 
@@ -167,11 +174,6 @@ def _hand_presets(
     }
 
 
-def _hand_eval_config(cfg):
-    """Nominal physics and clean observations, as `replay.eval_env` uses them."""
-    return dataclasses.replace(cfg, randomize=False, obs_noise=0.0)
-
-
 @register("hand_rotate_z")
 def _hand_rotate_z() -> TaskEntry:
     from locomotion.tasks.hand_rotate_z import HandRotateZ, HandRotateZConfig
@@ -184,7 +186,7 @@ def _hand_rotate_z() -> TaskEntry:
         env_class=HandRotateZ,
         env_config=HandRotateZConfig(),
         presets=_hand_presets(cpu_iterations=300, gpu_iterations=1000),
-        eval_env_config=_hand_eval_config,
+        eval_env_config=nominal_config,
     )
 
 
@@ -205,7 +207,7 @@ def _hand_reorient() -> TaskEntry:
             init_from="hand_reorient_roll",
             warm_log_std=-0.55,
         ),
-        eval_env_config=_hand_eval_config,
+        eval_env_config=nominal_config,
     )
 
 

@@ -1,7 +1,8 @@
 """The `locomotion` command.
 
     locomotion list
-    locomotion train TASK [--preset smoke|cpu|gpu] [--run-dir DIR] [--resume RUN_DIR] [overrides]
+    locomotion train TASK [--preset smoke|cpu|gpu] [--run-dir DIR] [overrides]
+    locomotion train --resume RUN_DIR [--restart-envs] [overrides]
     locomotion export RUN_DIR [-o DIR]
     locomotion eval POLICY [--episodes N] [--seconds S] [--seed S] [--command vx,vy,wz]
                            [--json FILE] [--compare-mjx] [--env.FIELD VALUE ...]
@@ -247,6 +248,7 @@ def _train(args: list[str]) -> int:
     parser.add_argument("--preset", choices=("smoke", "cpu", "gpu"))
     parser.add_argument("--run-dir", type=Path)
     parser.add_argument("--resume", type=Path)
+    parser.add_argument("--restart-envs", action="store_true")
     parser.add_argument("--no-progress", action="store_true")
     known, overrides = parser.parse_known_args(args)
     help_only = any(a in ("-h", "--help") for a in overrides)
@@ -258,6 +260,8 @@ def _train(args: list[str]) -> int:
     from locomotion import registry
     from locomotion.train.driver import train
 
+    if known.restart_envs and known.resume is None:
+        raise UserError("--restart-envs only applies with --resume RUN_DIR")
     if known.resume is not None:
         run_dir = known.resume
         if not (run_dir / "config.json").is_file():
@@ -266,7 +270,10 @@ def _train(args: list[str]) -> int:
 
         task = json.loads((run_dir / "config.json").read_text())["task"]
         entry = _entry(task)
-        default = config_io.load(run_dir / "config.json", type(entry.env_config))
+        try:
+            default = config_io.load(run_dir / "config.json", type(entry.env_config))
+        except ValueError as err:  # a field added or removed since the run was written
+            raise UserError(f"cannot resume {run_dir}: config.json: {err}") from None
     else:
         if task_arg is None:
             raise UserError(
@@ -299,7 +306,12 @@ def _train(args: list[str]) -> int:
 
     try:
         _, history = train(
-            env, cfg, run_dir, resume=known.resume is not None, progress=not known.no_progress
+            env,
+            cfg,
+            run_dir,
+            resume=known.resume is not None,
+            restart_envs=known.restart_envs,
+            progress=not known.no_progress,
         )
     except CheckpointError as err:  # resume / init_from: a missing or mismatched checkpoint
         raise UserError(str(err)) from None

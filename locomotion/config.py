@@ -42,13 +42,21 @@ def to_dict(cfg: Any) -> dict:
 
 
 def from_dict(cls: type, data: Any) -> Any:
-    """Rebuild a (nested, frozen) dataclass from `to_dict` output, checking field names."""
+    """Rebuild a (nested, frozen) dataclass from `to_dict` output. Every field must be there:
+    a field added to the code since the file was written would otherwise silently take
+    today's default, which need not be what the file's run used."""
     if dataclasses.is_dataclass(cls):
         hints = typing.get_type_hints(cls)
         known = {f.name for f in dataclasses.fields(cls)}
         unknown = set(data) - known
         if unknown:
             raise ValueError(f"unknown {cls.__name__} fields: {sorted(unknown)}")
+        missing = known - set(data)
+        if missing:
+            raise ValueError(
+                f"{cls.__name__} fields missing: {sorted(missing)} (written by an older "
+                "version?); add them with the values the run used"
+            )
         return cls(**{k: from_dict(hints[k], v) for k, v in data.items()})
     origin = typing.get_origin(cls)
     if origin in (typing.Union, types.UnionType):

@@ -2,12 +2,30 @@
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Callable
+from typing import Any
 
 import jax
 import jax.numpy as jp
 
 from locomotion.envs import Env
+
+NOMINAL = (("randomize", False), ("obs_noise", 0.0))
+"""The settings that make an evaluation nominal: no physics randomization or pushes, clean
+observations. Every evaluation (a run's eval.json, `locomotion eval`) starts from them."""
+
+
+def nominal_config(cfg: Any) -> Any:
+    """`cfg` with nominal physics and clean observations; a task config that lacks one of the
+    settings is refused (evaluating it could not promise either)."""
+    missing = [name for name, _ in NOMINAL if not hasattr(cfg, name)]
+    if missing:
+        raise ValueError(
+            f"{type(cfg).__name__} has no {' or '.join(missing)} setting: an evaluation on "
+            "nominal physics with clean observations cannot be set up for this task"
+        )
+    return dataclasses.replace(cfg, **dict(NOMINAL))
 
 
 def evaluate(

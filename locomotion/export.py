@@ -107,6 +107,62 @@ def read_actor(folder: str | Path) -> ExportedActor:
     return ExportedActor(layers, mean, var, meta)
 
 
+@dataclasses.dataclass(frozen=True)
+class AdaptedInput:
+    """An exported actor's first layer and normalizer laid out for another observation layout."""
+
+    kernel: np.ndarray  # [obs, units] of the new layout; unmatched rows are zero
+    obs_mean: np.ndarray  # [obs]; unmatched entries keep the caller's statistics
+    obs_var: np.ndarray
+    matched: tuple[str, ...]  # entries taken from the source, in the new layout's order
+    new: tuple[str, ...]  # entries the source never saw (zero weight)
+    unused: tuple[str, ...]  # source entries the new layout does not have
+
+
+def adapt_input(
+    source: ExportedActor,
+    layout: list[tuple[str, int]] | tuple[tuple[str, int], ...],
+    obs_mean: np.ndarray,
+    obs_var: np.ndarray,
+) -> AdaptedInput:
+    """Match `source`'s inputs to `layout` by observation name (a warm start's first layer).
+
+    An entry the source never saw gets zero weight, so the adapted actor acts exactly as the
+    source did; `obs_mean`/`obs_var` [obs] are kept for those entries (and for all of them when
+    the source normalizes nothing). An entry of the same name and another size is refused.
+    """
+    source_layout = source.meta.get("observation", {}).get("layout")
+    if not layout or not source_layout:
+        raise ValueError("matching inputs needs named observation entries on both sides")
+    rows, start = {}, 0
+    for entry in source_layout:
+        rows[entry["name"]] = np.arange(start, start + entry["size"])
+        start += entry["size"]
+    first = source.layers[0][0]
+    kernel = np.zeros((sum(size for _, size in layout), first.shape[1]), first.dtype)
+    mean, var = np.array(obs_mean, np.float64), np.array(obs_var, np.float64)
+    matched, new, start = [], [], 0
+    for name, size in layout:
+        here = np.arange(start, start + size)
+        start += size
+        if name not in rows:
+            new.append(name)
+            continue
+        if len(rows[name]) != size:
+            raise ValueError(
+                f"observation entry {name!r} has {len(rows[name])} values in the policy and "
+                f"{size} in this task"
+            )
+        matched.append(name)
+        kernel[here] = first[rows[name]]
+        if source.obs_mean is not None:
+            mean[here] = source.obs_mean[rows[name]]
+            var[here] = source.obs_var[rows[name]]
+    names = {name for name, _ in layout}
+    unused = tuple(e["name"] for e in source_layout if e["name"] not in names)
+    return AdaptedInput(kernel, mean, var, tuple(matched), tuple(new), unused)
+
+
 def export(run_dir: str | Path, out_dir: str | Path | None = None) -> Path:
     """Write policy.onnx + policy.json for the newest checkpoint of `run_dir`; returns out_dir."""
     from locomotion.train.driver import latest_checkpoint

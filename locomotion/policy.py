@@ -62,7 +62,8 @@ def resolve(name_or_dir: str | Path) -> Path:
 
 
 def load(name_or_dir: str | Path, task: str | None = None) -> Policy:
-    """Load and validate: metadata, task, robot MJCF hash, ONNX file, observation size."""
+    """Load and validate: metadata, task, robot MJCF hash, ONNX file, the observation layout
+    (names, sizes, order) and the task settings (every field present)."""
     import onnxruntime as ort
 
     path = resolve(name_or_dir)
@@ -106,4 +107,34 @@ def load(name_or_dir: str | Path, task: str | None = None) -> Policy:
         raise PolicyError(
             f"policy expects {in_shape[-1]} observations, task {meta['task']!r} gives {obs_size}"
         )
-    return Policy(path, meta, session)
+    check_layout(meta, env)
+    policy = Policy(path, meta, session)
+    try:
+        policy.env_config()
+    except ValueError as err:
+        raise PolicyError(f"{meta_path}: {err}") from None
+    return policy
+
+
+def check_layout(meta: dict, env) -> None:
+    """The policy's observation entries are the task's, by name, size and order."""
+    layout = getattr(env, "OBSERVATION_LAYOUT", None)
+    stored = meta["observation"].get("layout")
+    if layout is None and stored is None:
+        return
+    if layout is None or stored is None:
+        raise PolicyError(
+            f"task {meta['task']!r} and the policy do not both name their observation entries"
+        )
+    stored = [(e["name"], e["size"]) for e in stored]
+    layout = [(name, size) for name, size in layout]
+    if stored != layout:
+        where = next(
+            (i for i, (a, b) in enumerate(zip(stored, layout, strict=False)) if a != b),
+            min(len(stored), len(layout)),
+        )
+        show = lambda entries: entries[where] if where < len(entries) else "nothing"  # noqa: E731
+        raise PolicyError(
+            f"observation layout differs from task {meta['task']!r} at entry {where}: the "
+            f"policy has {show(stored)}, the task {show(layout)}"
+        )

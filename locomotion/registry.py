@@ -53,7 +53,10 @@ class TaskEntry:
     env_class: Callable[[Any], Env]
     env_config: Any
     presets: dict[str, tuple[Any, RunConfig]]  # preset name -> (PPOConfig, RunConfig)
-    eval_env_config: Callable[[Any], Any] = lambda cfg: cfg  # the config used for evaluation
+    eval_env_config: Callable[[Any], Any] = lambda cfg: cfg
+    """The task config of a run's final evaluation (eval.json) from the training config: for
+    every shipped robot task, nominal physics and clean observations
+    (`locomotion.evaluation.nominal_config`), as in `locomotion eval`."""
 
 
 _TASKS: dict[str, Callable[[], TaskEntry]] = {}

@@ -23,6 +23,7 @@ import numpy as np
 from mujoco import mjx
 
 from locomotion import registry
+from locomotion.evaluation import nominal_config
 from locomotion.policy import Policy
 
 
@@ -61,16 +62,12 @@ def eval_report(task: str) -> EvalReport:
 def eval_config(policy: Policy, command: tuple[float, float, float] | None = None):
     """The policy's task config with evaluation settings: nominal physics, clean observations
     and, when given, a fixed velocity command."""
-    changes = {}
-    cfg = policy.env_config()
-    for name, value in (("randomize", False), ("obs_noise", 0.0)):
-        if hasattr(cfg, name):
-            changes[name] = value
+    cfg = nominal_config(policy.env_config())
     if command is not None:
         if not hasattr(cfg, "fixed_command"):
             raise ValueError(f"task {policy.task!r} takes no velocity command")
-        changes["fixed_command"] = tuple(float(c) for c in command)
-    return policy.env_config(**changes)
+        cfg = dataclasses.replace(cfg, fixed_command=tuple(float(c) for c in command))
+    return cfg
 
 
 def eval_env(policy: Policy, command: tuple[float, float, float] | None = None, config=None):

@@ -99,6 +99,16 @@ def render_policy(
     return metrics
 
 
+def curve(rows: list[dict], key: str) -> np.ndarray:
+    """The values of metric `key` over the rows: NaN where a row lacks it, and for episode
+    metrics where no episode ended in that iteration (they report 0 then); a real 0 stays 0."""
+    values = np.array([np.nan if r.get(key) is None else r[key] for r in rows], float)
+    if key.startswith("episode/"):
+        counts = np.array([r.get("episode/count", 1) for r in rows])
+        values[counts == 0] = np.nan
+    return values
+
+
 def plot_learning_curves(
     rows: list[dict], out: str | Path, title: str = "", extra_panels=()
 ) -> None:
@@ -123,11 +133,7 @@ def plot_learning_curves(
     panels = [(k, label) for k, label in panels if any(k in r for r in rows)]
     fig, axes = plt.subplots(1, len(panels), figsize=(4.2 * len(panels), 3.2), squeeze=False)
     for ax, (key, label) in zip(axes[0], panels, strict=True):
-        values = np.array([r.get(key, np.nan) or np.nan for r in rows], dtype=float)
-        if key.startswith("episode/"):  # iterations where no episode ended report 0
-            counts = np.array([r.get("episode/count", 1) for r in rows])
-            values[counts == 0] = np.nan
-        ax.plot(steps, values, lw=1.2)
+        ax.plot(steps, curve(rows, key), lw=1.2)
         ax.set_xlabel("environment steps [M]")
         ax.set_title(label, fontsize=10)
         ax.grid(alpha=0.3)

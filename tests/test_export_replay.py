@@ -132,6 +132,8 @@ def _edit_meta(path, **changes):
         ("hash", "MJCF has changed since the policy was exported"),
         ("onnx", "is not a loadable ONNX model"),
         ("obs", "policy expects"),
+        ("layout", "observation layout differs from task 'quadruped_joystick' at entry 1"),
+        ("config", "QuadrupedJoystickConfig fields missing: ['push_velocity']"),
     ],
 )
 def test_bad_policies_give_one_line_errors(tmp_path, capsys, breakage, message):
@@ -149,13 +151,21 @@ def test_bad_policies_give_one_line_errors(tmp_path, capsys, breakage, message):
         (path / "policy.onnx").write_bytes(data[: len(data) // 3])
     elif breakage == "obs":
         _edit_meta(path, **{"observation.size": 44})
+    elif breakage == "layout":  # same size, two entries swapped
+        layout = json.loads((path / "policy.json").read_text())["observation"]["layout"]
+        layout[1], layout[2] = layout[2], layout[1]
+        _edit_meta(path, **{"observation.layout": layout})
+    elif breakage == "config":  # written before a setting existed: its value is unknown
+        env_config = json.loads((path / "policy.json").read_text())["env_config"]
+        del env_config["push_velocity"]
+        _edit_meta(path, env_config=env_config)
     assert main(["eval", str(path), "--episodes", "1", "--seconds", "0.1"]) == 2
     err = capsys.readouterr().err.strip()
     assert message in err, err
     assert len(err.splitlines()) == 1 and "Traceback" not in err
 
 
-def test_warm_start_from_an_exported_policy_acts_as_it_did():
+def test_warm_start_from_an_exported_policy_acts_as_it_did(tmp_path, capsys):
     """`--run.init-from hand_rotate_z` for hand_reorient_upright: the rotation policy's actor,
     its inputs matched by observation name; the reorientation task's extra inputs (cube pose,
     goal) start with zero weight, so the new actor acts exactly as the shipped policy."""
@@ -165,6 +175,9 @@ def test_warm_start_from_an_exported_policy_acts_as_it_did():
     mesh = ppo.make_mesh(cfg.num_envs)
     fresh = ppo.init(wrap_for_training(env, cfg.num_envs), cfg, jax.random.PRNGKey(0), mesh)
     warm = warm_start(fresh, "hand_rotate_z", mesh, env)
+    said = capsys.readouterr().out
+    assert "taken from the policy: joint_pos, last_action, joint_pos@t-1" in said
+    assert "new, at zero weight: cube_pos, cube_quat, goal_quat, goal_relative" in said
     obs = np.asarray(fresh.env_state.obs["state"])
     obs = obs + np.random.default_rng(0).normal(0, 0.2, obs.shape).astype(np.float32)
     nets = ppo.make_networks(env.action_size, cfg)
@@ -184,3 +197,25 @@ def test_warm_start_from_an_exported_policy_acts_as_it_did():
     other = ppo.init(wrap_for_training(env, cfg.num_envs), small, jax.random.PRNGKey(0), mesh)
     with pytest.raises(CheckpointError, match="actor-hidden"):
         warm_start(other, "hand_rotate_z", mesh, env)
+    # An entry of the same name and another size is refused, not silently given zero weight.
+    resized = tmp_path / "resized"
+    shutil.copytree(SHIPPED_DIR / "hand_rotate_z", resized)
+    meta = json.loads((resized / "policy.json").read_text())
+    meta["observation"]["layout"][-1] = {"name": "cube_quat", "size": 16, "noise_std": 0.0}
+    (resized / "policy.json").write_text(json.dumps(meta))
+    with pytest.raises(CheckpointError, match="'cube_quat' has 16 values in the policy and 4"):
+        warm_start(fresh, resized, mesh, env)
+
+
+def test_learning_curves_keep_real_zeros():
+    """A metric that is really 0 is plotted as 0; a missing one, or an episode metric in an
+    iteration where no episode ended, is a gap."""
+    from locomotion.video import curve
+
+    rows = [
+        {"reorient/success": 0.0, "episode/return": 3.0, "episode/count": 2},
+        {"reorient/success": 0.5, "episode/return": 0.0, "episode/count": 0},
+        {"episode/return": 0.0, "episode/count": 1},
+    ]
+    np.testing.assert_array_equal(curve(rows, "reorient/success"), [0.0, 0.5, np.nan])
+    np.testing.assert_array_equal(curve(rows, "episode/return"), [3.0, np.nan, 0.0])

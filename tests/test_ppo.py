@@ -94,6 +94,26 @@ def test_checkpoint_restores_exactly_and_resume_continues(tmp_path):
     assert leaves_equal(resumed.opt_state, straight.opt_state)
 
 
+def test_resume_refuses_a_changed_environment_state_unless_asked(tmp_path):
+    """A checkpoint whose environment state no longer fits the task (its code changed) cannot
+    resume exactly: refused with a message naming --restart-envs, which keeps the learned state
+    and starts from reset."""
+    env = registry.make("pendulum_swingup")
+    saved, _ = train(env, pendulum_config(2), tmp_path / "run", progress=False)
+    path = latest_checkpoint(tmp_path / "run")
+    with np.load(path) as f:
+        arrays = {k: f[k] for k in f.files}
+    dropped = next(k for k in arrays if k.startswith("env_state/"))
+    del arrays[dropped]  # as if the task had gained a state field since
+    np.savez(path, **arrays)
+    with pytest.raises(checkpoint.CheckpointError, match="--restart-envs"):
+        train(env, pendulum_config(3), tmp_path / "run", resume=True, progress=False)
+    resumed, history = train(
+        env, pendulum_config(3), tmp_path / "run", resume=True, restart_envs=True, progress=False
+    )
+    assert int(resumed.iteration) == 3 and len(history) == 1
+
+
 def test_warm_start_takes_networks_and_normalizers_but_starts_fresh(tmp_path):
     """`run.init_from`: another run's parameters and observation normalizers; the optimizer,
     environments and iteration count are those of a new run."""

@@ -5,7 +5,6 @@ from __future__ import annotations
 import json
 import math
 import time
-import warnings
 from pathlib import Path
 
 import jax
@@ -40,21 +39,32 @@ def save_checkpoint(run_dir: Path, state: ppo.TrainState) -> Path:
     return path
 
 
-def restore(run_dir: Path, template: ppo.TrainState, mesh) -> ppo.TrainState:
-    """Load the newest checkpoint of `run_dir` into the layout of `template`."""
+def restore(
+    run_dir: Path, template: ppo.TrainState, mesh, restart_envs: bool = False
+) -> ppo.TrainState:
+    """Load the newest checkpoint of `run_dir` into the layout of `template`.
+
+    A checkpoint whose environment state no longer fits the task's code (the task changed
+    since) is refused, since the run could not continue exactly; with `restart_envs` the
+    learned state is kept and the environments start from reset.
+    """
     path = latest_checkpoint(run_dir)
     if path is None:
         raise checkpoint.CheckpointError(f"no checkpoint in {Path(run_dir) / CHECKPOINT_DIR}")
-    try:
-        state = checkpoint.load(path, template)
-    except ValueError as err:
-        if "env_state/" not in str(err):
-            raise
-        # The task's state layout changed since the checkpoint (new code): keep the learned
-        # state and start from freshly reset environments.
-        warnings.warn(f"environments restart from reset: {err}", stacklevel=2)
+    if restart_envs:
         state = checkpoint.load(path, template.replace(env_state=None))
         state = state.replace(env_state=template.env_state)
+    else:
+        try:
+            state = checkpoint.load(path, template)
+        except checkpoint.CheckpointError as err:
+            if "env_state/" not in str(err):
+                raise
+            raise checkpoint.CheckpointError(
+                f"{err.args[0]}; the task's environment state changed since this checkpoint, so "
+                "the run cannot resume exactly: add --restart-envs to keep the learned state "
+                "and start from freshly reset environments"
+            ) from None
     env_state = ppo.shard_env_state(state.env_state, mesh)
     rest = jax.device_put(
         state.replace(env_state=None),
@@ -103,16 +113,13 @@ def warm_start_from_policy(state: ppo.TrainState, folder: Path, mesh, env: Env) 
     statistics of the fresh environments' first observations. The critic and the action noise
     start fresh; the hidden layers must have the policy's sizes.
     """
-    from locomotion.export import read_actor
+    from locomotion.export import adapt_input, read_actor
 
     def refuse(why: str):
         raise checkpoint.CheckpointError(f"init_from {folder}: {why}")
 
     source = read_actor(folder)
     layout = getattr(env, "OBSERVATION_LAYOUT", None)
-    source_layout = source.meta.get("observation", {}).get("layout")
-    if not layout or not source_layout:
-        refuse("warm starts from a policy need named observation entries on both sides")
     if source.meta.get("action", {}).get("size") != env.action_size:
         refuse(
             f"the policy has {source.meta.get('action', {}).get('size')} actions, not "
@@ -127,27 +134,19 @@ def warm_start_from_policy(state: ppo.TrainState, folder: Path, mesh, env: Env) 
     if units != [w.shape[1] for w, _ in source.layers]:
         shapes = [w.shape[1] for w, _ in source.layers]
         refuse(f"its layers have {shapes} units; pass the same --ppo.actor-hidden")
-    source_rows = {}
-    start = 0
-    for entry in source_layout:
-        source_rows[entry["name"]] = np.arange(start, start + entry["size"])
-        start += entry["size"]
     obs = np.asarray(jax.device_get(state.env_state.obs[ppo.ACTOR_OBS]), np.float64)
-    mean, var = obs.mean(axis=0), obs.var(axis=0)
-    first = np.zeros_like(actor["params/MLP_0/Dense_0/kernel"])
-    matched, start = [], 0
-    for name, size in layout:
-        rows = np.arange(start, start + size)
-        start += size
-        if len(source_rows.get(name, ())) != size:
-            continue
-        matched.append(name)
-        first[rows] = source.layers[0][0][source_rows[name]]
-        if source.obs_mean is not None:
-            mean[rows] = source.obs_mean[source_rows[name]]
-            var[rows] = source.obs_var[source_rows[name]]
-    if not matched:
+    try:
+        adapted = adapt_input(source, layout, obs.mean(axis=0), obs.var(axis=0))
+    except ValueError as err:
+        refuse(str(err))
+    if not adapted.matched:
         refuse("it shares no observation entry with this task")
+    print(
+        f"init_from {folder}: observation entries taken from the policy: "
+        f"{', '.join(adapted.matched)}; new, at zero weight: {', '.join(adapted.new) or 'none'}"
+        + (f"; policy entries unused: {', '.join(adapted.unused)}" if adapted.unused else "")
+    )
+    first, mean, var = adapted.kernel, adapted.obs_mean, adapted.obs_var
     for i, (kernel, bias) in enumerate(source.layers):
         actor[f"params/MLP_0/Dense_{i}/kernel"] = first if i == 0 else kernel
         actor[f"params/MLP_0/Dense_{i}/bias"] = bias
@@ -177,9 +176,12 @@ def train(
     run_dir: Path | None = None,
     *,
     resume: bool = False,
+    restart_envs: bool = False,
     progress: bool = True,
 ) -> tuple[ppo.TrainState, list[dict]]:
-    """Train `env` with PPO per `cfg`. Writes config, metrics, checkpoints to `run_dir`."""
+    """Train `env` with PPO per `cfg`. Writes config, metrics, checkpoints to `run_dir`.
+    `resume` continues the run in `run_dir` exactly; with `restart_envs` its environments
+    start from reset (for a task whose state layout changed since the checkpoint)."""
     pcfg, rcfg = cfg.ppo, cfg.run
     wrapped = wrap_for_training(env, pcfg.num_envs)
     mesh = ppo.make_mesh(pcfg.num_envs)
@@ -187,7 +189,7 @@ def train(
     logger = None
     resume = resume and run_dir is not None
     if resume:
-        state = restore(Path(run_dir), state, mesh)
+        state = restore(Path(run_dir), state, mesh, restart_envs)
     elif rcfg.init_from is not None:
         state = warm_start(state, rcfg.init_from, mesh, env)
     if run_dir is not None:
@@ -248,7 +250,9 @@ def train(
 
 
 def run_eval(env: Env, cfg: config_io.TrainConfig, state: ppo.TrainState) -> dict[str, float]:
-    """Deterministic MJX evaluation of the current policy on the task's evaluation config."""
+    """Deterministic MJX evaluation of the current policy on the task's evaluation config
+    (`TaskEntry.eval_env_config`: nominal physics and clean observations for the robot tasks);
+    what a run writes to eval.json."""
     from locomotion import registry
     from locomotion.replay import eval_report
 
