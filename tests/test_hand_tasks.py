@@ -79,10 +79,12 @@ def test_reset_and_step_under_jit_give_declared_finite_observations(task):
     state = reset(jax.random.PRNGKey(0))
     first = state
     key = jax.random.PRNGKey(1)
+    reached = 0.0
     for _ in range(5):
         key, key_act = jax.random.split(key)
         previous = state.obs["state"]
         state = step(state, jax.random.uniform(key_act, (16,), minval=-1, maxval=1))
+        reached += float(state.metrics.get("reorient/success", 0.0))
         for k in ("state", "privileged_state"):
             assert state.obs[k].shape == (sizes[k],)
             assert np.isfinite(np.asarray(state.obs[k])).all()
@@ -101,7 +103,8 @@ def test_reset_and_step_under_jit_give_declared_finite_observations(task):
         goal = np.asarray(state.info["goal"])
         np.testing.assert_allclose(state.pipeline_state.mocap_quat[env.goal_mocap], goal)
         assert abs(np.linalg.norm(goal) - 1.0) < 1e-5
-        assert float(state.info["successes"]) >= 0
+        # The episode's success count is the sum of the per-step success events.
+        assert float(state.info["successes"]) == reached
 
 
 def test_observation_layout_names_are_unique(task):
@@ -429,18 +432,22 @@ def test_rotate_z_smoke_train_export_and_eval(tmp_path):
     assert meta["physics_substeps"] == 10 and meta["action"]["scale"] == 0.5
     layout = {e["name"]: e["noise_std"] for e in meta["observation"]["layout"]}
     assert layout["joint_pos@t-1"] == layout["joint_pos"] > 0 and layout["last_action"] == 0
+    # The final MJX evaluation (8 envs x 1 s, nominal): three iterations teach nothing, the
+    # cube stays on the palm.
     evaluation = json.loads((run_dir / "eval.json").read_text())
-    assert "eval/cube/yaw_rate" in evaluation
-    assert 0.0 <= evaluation["eval/drop_rate"] <= 1.0 and "eval/fall_rate" not in evaluation
+    assert evaluation["eval/drop_rate"] == 0.0 and "eval/fall_rate" not in evaluation
+    assert evaluation["eval/episode_length_mean"] == 20.0  # 1 s at 20 Hz
+    assert abs(evaluation["eval/cube/yaw_rate"]) < 0.5, evaluation  # [rad/s]
 
     out = tmp_path / "eval.json"
     args = ["eval", str(run_dir / "policy"), "--episodes", "2", "--seconds", "1"]
     stdout = cli(*args, "--json", str(out), "--compare-mjx")
     result = json.loads(out.read_text())
     assert result["task"] == "hand_rotate_z" and result["episodes"] == 2
-    assert 0.0 <= result["drop_rate"] <= 1.0 and np.isfinite(result["cube_yaw_rate"])
+    assert result["drop_rate"] == 0.0 and result["episode_length_mean"] == 20.0
     assert "fall_rate" not in result and "lin_vel_error" not in result
-    assert np.isfinite(result["mjx"]["cube_yaw_rate"])
+    # Native and MJX replays of the same policy from the same states agree.
+    assert abs(result["cube_yaw_rate"] - result["mjx"]["cube_yaw_rate"]) < 0.05, result
     assert "drop rate" in stdout and "cube yaw rate [rad/s]" in stdout
 
 
@@ -455,4 +462,3 @@ def test_configs_reject_bad_values():
         HandReorientConfig(success_threshold=0.0)
     with pytest.raises(ValueError, match="history"):
         HandRotateZConfig(history=0)
-    assert dataclasses.replace(HandRotateZConfig(), randomize=False).randomize is False

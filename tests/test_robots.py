@@ -9,7 +9,6 @@ import pytest
 from mujoco import mjx
 
 from locomotion.robots import QUADRUPED, load_model
-from locomotion.robots.spec import ROBOTS_DIR
 
 
 def test_mjcf_compiles_and_matches_spec():
@@ -26,10 +25,11 @@ def test_mjcf_compiles_and_matches_spec():
 def test_spec_mismatch_is_reported():
     model = load_model(QUADRUPED)
     wrong = dataclasses.replace(QUADRUPED, kp=QUADRUPED.kp * 2, foot_sites=("nope",))
-    with pytest.raises(ValueError, match="kp .* differs|kp"):
+    with pytest.raises(ValueError) as err:
         wrong.check(model)
-    with pytest.raises(ValueError, match="missing site 'nope'"):
-        wrong.check(model)
+    message = str(err.value)
+    assert f"actuator 'FL_HAA' kp {QUADRUPED.kp} != {2 * QUADRUPED.kp}" in message, message
+    assert "missing site 'nope'" in message
 
 
 def test_malformed_mjcf_gives_clear_error(tmp_path, monkeypatch):
@@ -42,7 +42,6 @@ def test_malformed_mjcf_gives_clear_error(tmp_path, monkeypatch):
         load_model(spec)
     with pytest.raises(ValueError, match="no scene 'rough'"):
         QUADRUPED.scene_path("rough")
-    assert ROBOTS_DIR.is_dir()
 
 
 def test_robot_stands_under_default_pose():
