@@ -80,6 +80,8 @@ _WRAPPER_KEYS = (
     "final_obs",
     "episode_return",
     "episode_length",
+    "reset_pool",
+    "reset_pool_used",
 )
 # Task info that describes the transition just taken (kept on the step that ends an episode,
 # not replaced by the reset state's): the CaT constraint violations.
@@ -89,7 +91,13 @@ _TRANSITION_KEYS = ("violations",)
 class TrainingWrapper:
     """Batches an env with vmap, adds the time limit and automatic resets.
 
-    Each reset draws a fresh initial state (new command, new randomization), not a cached one.
+    Every episode starts from a fresh initial state (new command, new randomization) that no
+    episode used before, yet resets are cheap: each env keeps one fresh reset state in reserve
+    (`info["reset_pool"]`), taken where its episode ends. The reserve of the whole batch is
+    drawn anew, in one batched `env.reset`, only on a step where an env whose reserve is
+    already spent ends (`info["reset_pool_used"]`): once per episode length when episodes run
+    to their time limit, every step at worst (as costly as resetting every env every step,
+    which this replaces). `metrics["reset/pool_renewed"]` is 1 on the steps that drew anew.
     """
 
     def __init__(self, env: Env, num_envs: int):
@@ -106,10 +114,45 @@ class TrainingWrapper:
 
     def reset(self, key: jax.Array) -> State:
         keys = jax.random.split(key, self.num_envs)
-        return strong_types(jax.vmap(self._reset_one)(keys))
+        state = jax.vmap(self._reset_one)(keys)
+        pool, reset_key = jax.vmap(self._fresh)(state.info["reset_key"])
+        info = dict(state.info)
+        info.update(
+            reset_key=reset_key,
+            reset_pool=pool,
+            reset_pool_used=jp.zeros(self.num_envs, bool),
+        )
+        metrics = {**state.metrics, "reset/pool_renewed": jp.zeros(self.num_envs)}
+        return strong_types(state.replace(info=info, metrics=metrics))
 
     def step(self, state: State, action: jax.Array) -> State:
-        return strong_types(jax.vmap(self._step_one)(state, action))
+        info = {k: v for k, v in state.info.items() if k not in ("reset_pool", "reset_pool_used")}
+        nstate = jax.vmap(self._step_one)(state.replace(info=info), action)
+        ended = nstate.done > 0
+        used = state.info["reset_pool_used"]
+
+        def renew(_):
+            pool, key = jax.vmap(self._fresh)(nstate.info["reset_key"])
+            return strong_types(pool), key, jp.zeros_like(used)
+
+        def keep(_):
+            return state.info["reset_pool"], nstate.info["reset_key"], used
+
+        renewed = jp.any(ended & used)  # an env needs a fresh state and has none left
+        pool, reset_key, used = jax.lax.cond(renewed, renew, keep, None)
+        nstate = jax.vmap(self._restart)(nstate, pool)
+        info = dict(nstate.info)
+        info.update(reset_key=reset_key, reset_pool=pool, reset_pool_used=used | ended)
+        metrics = dict(nstate.metrics)
+        metrics["reset/pool_renewed"] = jp.broadcast_to(renewed, ended.shape).astype(jp.float32)
+        return strong_types(nstate.replace(info=info, metrics=metrics))
+
+    def _fresh(self, key: jax.Array) -> tuple[State, jax.Array]:
+        """A fresh initial state (the part an episode starts from) and the env's next key."""
+        key, key_reset = jax.random.split(key)
+        state = self.env.reset(key_reset)
+        info = {k: v for k, v in state.info.items() if k != "termination"}
+        return State(state.pipeline_state, state.obs, state.reward, state.done, {}, info), key
 
     def _reset_one(self, key: jax.Array) -> State:
         key, key_reset = jax.random.split(key)
@@ -129,6 +172,7 @@ class TrainingWrapper:
         return state.replace(info=info, metrics=metrics)
 
     def _step_one(self, state: State, action: jax.Array) -> State:
+        """One env's step with the time limit; where the episode ended, `_restart` follows."""
         steps = state.info["steps"] + 1
         inner_info = {k: v for k, v in state.info.items() if k not in _WRAPPER_KEYS}
         nstate = self.env.step(state.replace(info=inner_info), action)
@@ -142,18 +186,8 @@ class TrainingWrapper:
         done = jp.maximum(terminated, truncated)
         ep_return = state.info["episode_return"] + nstate.reward
         ep_length = state.info["episode_length"] + 1.0
-
-        # Automatic reset: compute a fresh initial state and select it where the episode ended.
-        key, key_reset = jax.random.split(state.info["reset_key"])
-        fresh = self.env.reset(key_reset)
-        pick = lambda new, old: jp.where(done > 0, new, old)
-        pipeline_state = jax.tree.map(pick, fresh.pipeline_state, nstate.pipeline_state)
-        obs = jax.tree.map(pick, fresh.obs, nstate.obs)
-        kept = {k: task_info.pop(k) for k in _TRANSITION_KEYS if k in task_info}
-        info = jax.tree.map(pick, {k: fresh.info[k] for k in task_info}, task_info)
-        info.update(kept)
-        info.update(
-            reset_key=key,
+        task_info.update(
+            reset_key=state.info["reset_key"],
             steps=jp.where(done > 0, 0, steps),
             truncation=truncated,
             termination=jp.maximum(soft_termination, terminated),
@@ -164,6 +198,18 @@ class TrainingWrapper:
         metrics = dict(nstate.metrics)
         # Episode statistics are reported on the step that ends the episode (weight by `done`).
         metrics.update({"episode/return": ep_return, "episode/length": ep_length})
-        return nstate.replace(
-            pipeline_state=pipeline_state, obs=obs, done=done, info=info, metrics=metrics
+        return nstate.replace(done=done, info=task_info, metrics=metrics)
+
+    def _restart(self, state: State, fresh: State) -> State:
+        """Where `state`'s episode ended, continue from `fresh`: its physics, observation and
+        task info (a new command, new randomization); the transition's own signals stay."""
+        pick = lambda new, old: jp.where(state.done > 0, new, old)  # noqa: E731
+        info = dict(state.info)
+        for k in fresh.info:
+            if k not in _TRANSITION_KEYS:
+                info[k] = jax.tree.map(pick, fresh.info[k], info[k])
+        return state.replace(
+            pipeline_state=jax.tree.map(pick, fresh.pipeline_state, state.pipeline_state),
+            obs=jax.tree.map(pick, fresh.obs, state.obs),
+            info=info,
         )

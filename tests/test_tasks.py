@@ -68,31 +68,6 @@ def joystick():
     return registry.make("quadruped_joystick", QuadrupedJoystickConfig(randomize=False))
 
 
-def test_joystick_time_limit_is_truncation_not_termination(joystick):
-    """Standing still with zero action survives to the 20 s limit, which is a truncation."""
-    wrapped = TrainingWrapper(joystick, 2)
-    assert joystick.episode_length == 1000  # 20 s at 50 Hz
-
-    @jax.jit
-    def run(key):
-        state = wrapped.reset(key)
-        return jax.lax.scan(
-            lambda s, _: (wrapped.step(s, jp.zeros((2, 12))),) * 2,
-            state,
-            None,
-            length=joystick.episode_length,
-        )[1]
-
-    traj = run(jax.random.PRNGKey(1))
-    trunc = np.asarray(traj.info["truncation"])
-    term = np.asarray(traj.info["termination"])
-    assert term.sum() == 0  # never fell
-    np.testing.assert_array_equal(trunc[-1], [1.0, 1.0])
-    assert trunc[:-1].sum() == 0
-    # The automatic reset happened: the step counter restarted.
-    np.testing.assert_array_equal(np.asarray(traj.info["steps"][-1]), [0, 0])
-
-
 def test_joystick_falls_terminate(joystick):
     """An upside-down robot is a termination (done=1) with the termination reward term."""
     state = jax.jit(joystick.reset)(jax.random.PRNGKey(0))

@@ -1,0 +1,124 @@
+"""The training wrapper's automatic reset: every episode starts from a fresh, never-used
+initial state; termination, truncation and final observations stay apart; the reserve of
+fresh states is drawn anew only when an env needs one it does not have."""
+
+import jax
+import jax.numpy as jp
+import numpy as np
+
+from locomotion import registry
+from locomotion.envs import Env, State, TrainingWrapper
+
+
+class Dice(Env):
+    """Each episode draws a number in reset (like a command or a randomized mass) and shows
+    it with the step count: obs = [number, t]. action[0] > 0.5 is a fall (a termination)."""
+
+    episode_length = 5
+
+    @property
+    def action_size(self) -> int:
+        return 1
+
+    def reset(self, key):
+        number = jax.random.uniform(key)
+        obs = {"state": jp.stack([number, 0.0]), "privileged_state": jp.stack([number, 0.0])}
+        info = {"number": number}
+        return State(jp.zeros(()), obs, jp.zeros(()), jp.zeros(()), {}, info)
+
+    def step(self, state, action):
+        t = state.pipeline_state + 1.0
+        obs = jp.stack([state.info["number"], t])
+        return state.replace(
+            pipeline_state=t,
+            obs={"state": obs, "privileged_state": obs},
+            reward=jp.ones(()),
+            done=(action[0] > 0.5).astype(jp.float32),
+        )
+
+
+def run(wrapper: TrainingWrapper, actions: np.ndarray, seed: int = 0):
+    """The reset state and the states after each of `actions` [T, B, 1]."""
+
+    @jax.jit
+    def go(key, actions):
+        state = wrapper.reset(key)
+        return state, jax.lax.scan(lambda s, a: (wrapper.step(s, a),) * 2, state, actions)[1]
+
+    return go(jax.random.PRNGKey(seed), jp.asarray(actions, jp.float32))
+
+
+def test_every_episode_starts_from_a_fresh_never_used_state():
+    """Falls at irregular times, one env falling on consecutive steps: the number drawn for
+    each episode is new every time, and the ending step's final observation is the old
+    episode's."""
+    num_envs, steps = 4, 40
+    falls = np.random.default_rng(0).random((steps, num_envs, 1)) < 0.3
+    falls[10:14, 2] = True  # env 2 ends four times in a row
+    first, traj = run(TrainingWrapper(Dice(), num_envs), falls.astype(float))
+    done = np.asarray(traj.done)
+    obs, final = np.asarray(traj.obs["state"]), np.asarray(traj.info["final_obs"]["state"])
+    starts = [np.asarray(first.obs["state"][:, 0])]
+    for t, b in zip(*np.nonzero(done), strict=True):
+        assert obs[t, b, 1] == 0.0  # a new episode, at step 0
+        starts.append(np.array([obs[t, b, 0]]))
+        previous = obs[t - 1, b] if t > 0 else np.asarray(first.obs["state"][b])
+        np.testing.assert_array_equal(final[t, b], [previous[0], previous[1] + 1])
+    starts = np.concatenate(starts)
+    assert len(starts) == num_envs + done.sum() > 40
+    assert len(np.unique(starts)) == len(starts)  # no initial state used twice
+    # A fall is a termination, the time limit a truncation: never both.
+    term, trunc = np.asarray(traj.info["termination"]), np.asarray(traj.info["truncation"])
+    np.testing.assert_array_equal(term, falls[..., 0])
+    np.testing.assert_array_equal(np.maximum(term, trunc), done)
+    assert trunc.sum() > 0 and (term * trunc).sum() == 0
+
+
+def test_the_reserve_is_drawn_anew_only_when_an_env_has_none_left():
+    """Episodes that all run to the 5-step limit together: the reserve serves the first
+    ending, and is drawn anew for each ending after it (steps 10, 15, 20), not every step."""
+    wrapper = TrainingWrapper(Dice(), 3)
+    _, traj = run(wrapper, np.zeros((20, 3, 1)))
+    renewed = np.asarray(traj.metrics["reset/pool_renewed"])[:, 0]
+    np.testing.assert_array_equal(np.nonzero(renewed)[0] + 1, [10, 15, 20])
+    assert np.asarray(traj.done)[[4, 9, 14, 19]].all() and np.asarray(traj.done).sum() == 12
+    # One env ending twice in a row needs a new reserve at its second ending.
+    falls = np.zeros((6, 3, 1))
+    falls[2:4, 1] = 1.0
+    _, traj = run(wrapper, falls)
+    np.testing.assert_array_equal(
+        np.asarray(traj.metrics["reset/pool_renewed"])[:, 0], [0, 0, 0, 1, 0, 0]
+    )
+    # The same seed gives the same episodes.
+    a, b = run(wrapper, falls, seed=3)[1], run(wrapper, falls, seed=3)[1]
+    np.testing.assert_array_equal(a.obs["state"], b.obs["state"])
+
+
+def test_quadruped_time_limit_and_fresh_episodes():
+    """The real task with a 0.1 s time limit, standing still: every ending is a truncation
+    (not a termination) after 5 control steps, the step counter restarts, and every new
+    episode has a command and randomized physics of its own."""
+    from locomotion.tasks.quadruped_joystick import QuadrupedJoystickConfig
+
+    config = QuadrupedJoystickConfig(episode_seconds=0.1, zero_command_prob=0.0)
+    env = registry.make("quadruped_joystick", config)
+    assert env.episode_length == 5
+    num_envs = 2
+    wrapper = TrainingWrapper(env, num_envs)
+    first, traj = run(wrapper, np.zeros((15, num_envs, env.action_size)))
+    done = np.asarray(traj.done)
+    np.testing.assert_array_equal(np.nonzero(done[:, 0])[0], [4, 9, 14])
+    np.testing.assert_array_equal(done[:, 0], done[:, 1])
+    np.testing.assert_array_equal(np.asarray(traj.info["truncation"]), done)
+    assert np.asarray(traj.info["termination"]).sum() == 0  # never fell
+    np.testing.assert_array_equal(np.asarray(traj.info["steps"])[[3, 4, 5], 0], [4, 0, 1])
+    params = jax.tree.map(np.asarray, traj.info["params"])
+    commands = np.asarray(traj.info["command"])
+    seen = [np.asarray(first.info["command"])]
+    for t, b in zip(*np.nonzero(done), strict=True):
+        seen.append(commands[t, b][None])
+        for name, value in params.items():  # the randomization changed with the episode
+            before = value[t - 1, b] if t > 0 else np.asarray(first.info["params"][name][b])
+            assert not np.allclose(value[t, b], before), name
+    seen = np.concatenate(seen)
+    assert len(np.unique(seen, axis=0)) == len(seen)
