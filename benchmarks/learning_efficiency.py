@@ -187,7 +187,7 @@ def main():
     eval_cfg = dataclasses.replace(nominal_config(entry.env_config), fixed_command=COMMAND)
     eval_env = entry.env_class(eval_cfg)
     cfg = entry.presets["cpu"][0]
-    changes = {k: json.loads(v) for k, v in (item.split("=", 1) for item in args.set)}
+    changes = {k: _value(v) for k, v in (item.split("=", 1) for item in args.set)}
     ours_cfg = dataclasses.replace(cfg, **changes)
     rows = json.loads(args.out.read_text()) if args.out.is_file() else []
     trainers = {"ours": train_ours, "brax": train_brax}
@@ -223,6 +223,14 @@ def main():
             args.out.parent.mkdir(parents=True, exist_ok=True)
             args.out.write_text(json.dumps(rows, indent=1) + "\n")
     plot(rows, args.plot)
+
+
+def _value(text: str):
+    """A --set value: JSON (numbers, true/false, lists), else the bare string."""
+    try:
+        return json.loads(text)
+    except json.JSONDecodeError:
+        return text
 
 
 def plot(rows: list[dict], out: Path) -> None:
