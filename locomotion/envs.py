@@ -152,12 +152,11 @@ class TrainingWrapper:
         key, key_reset = jax.random.split(key)
         state = self.env.reset(key_reset)
         info = {k: v for k, v in state.info.items() if k != "termination"}
-        return State(state.pipeline_state, state.obs, state.reward, state.done, {}, info), key
+        return state.replace(info=info), key
 
     def _reset_one(self, key: jax.Array) -> State:
-        key, key_reset = jax.random.split(key)
-        state = self.env.reset(key_reset)
-        info = {k: v for k, v in state.info.items() if k != "termination"}
+        state, key = self._fresh(key)
+        info = dict(state.info)
         info.update(
             reset_key=key,
             steps=jp.zeros((), jp.int32),
