@@ -20,19 +20,29 @@ ONNX_INPUT, ONNX_OUTPUT = "obs", "action"
 NORMALIZER_EPS, NORMALIZER_CLIP = 1e-8, 10.0  # as in locomotion.train.normalizer
 
 
-def actor_layers(arrays: dict[str, np.ndarray]) -> list[tuple[np.ndarray, np.ndarray]]:
-    """(kernel, bias) of each Dense layer of the actor MLP, input to output."""
+def actor_layers(
+    arrays: dict[str, np.ndarray], action_size: int | None = None
+) -> list[tuple[np.ndarray, np.ndarray]]:
+    """(kernel, bias) of each Dense layer of the actor MLP, input to output. With
+    `action_size`, the last layer keeps only the mean head (its first `action_size` outputs;
+    a state-dependent std is a second head the deterministic policy does not use)."""
     layers = []
     while f"params/actor/params/MLP_0/Dense_{len(layers)}/kernel" in arrays:
         base = f"params/actor/params/MLP_0/Dense_{len(layers)}"
         layers.append((arrays[f"{base}/kernel"], arrays[f"{base}/bias"]))
     if not layers:
         raise ValueError("checkpoint has no actor network")
+    if action_size is not None:
+        kernel, bias = layers[-1]
+        layers[-1] = (kernel[:, :action_size], bias[:action_size])
     return layers
 
 
-def build_onnx(layers, obs_mean, obs_var, normalize: bool) -> onnx.ModelProto:
-    """MLP with ELU hidden layers; (obs - mean) / std clipped to +-10 first when `normalize`."""
+def build_onnx(
+    layers, obs_mean, obs_var, normalize: bool, activation: str = "elu", squash: bool = False
+) -> onnx.ModelProto:
+    """MLP with `activation` ("elu" or "swish") hidden layers; (obs - mean) / std clipped to
+    +-10 first when `normalize`; tanh on the output when `squash`."""
     inits, nodes = [], []
     x = ONNX_INPUT
 
@@ -54,13 +64,21 @@ def build_onnx(layers, obs_mean, obs_var, normalize: bool) -> onnx.ModelProto:
         x = "normalized"
     for i, (kernel, bias) in enumerate(layers):
         last = i == len(layers) - 1
-        out = ONNX_OUTPUT if last else f"dense_{i}"
+        out = ONNX_OUTPUT if last and not squash else f"dense_{i}"
         nodes.append(
             helper.make_node("Gemm", [x, const(f"W{i}", kernel), const(f"b{i}", bias)], [out])
         )
-        if not last:
+        if last and squash:
+            nodes.append(helper.make_node("Tanh", [out], [ONNX_OUTPUT]))
+        elif not last and activation == "elu":
             nodes.append(helper.make_node("Elu", [out], [f"elu_{i}"], alpha=1.0))
             out = f"elu_{i}"
+        elif not last and activation == "swish":
+            nodes.append(helper.make_node("Sigmoid", [out], [f"sigmoid_{i}"]))
+            nodes.append(helper.make_node("Mul", [out, f"sigmoid_{i}"], [f"swish_{i}"]))
+            out = f"swish_{i}"
+        elif not last:
+            raise ValueError(f"unknown activation {activation!r}")
         x = out
     obs_size, action_size = layers[0][0].shape[0], layers[-1][0].shape[1]
     graph = helper.make_graph(
@@ -177,21 +195,31 @@ def export(run_dir: str | Path, out_dir: str | Path | None = None) -> Path:
     if ckpt is None:
         raise FileNotFoundError(f"{run_dir} has no checkpoint to export")
     arrays = checkpoint.read_arrays(ckpt)
-    layers = actor_layers(arrays)
+    env = entry.env_class(cfg.env)
+    layers = actor_layers(arrays, env.action_size)
     model = build_onnx(
-        layers, arrays["obs_stats/mean"], arrays["obs_stats/var"], cfg.ppo.normalize_observations
+        layers,
+        arrays["obs_stats/mean"],
+        arrays["obs_stats/var"],
+        cfg.ppo.normalize_observations,
+        cfg.ppo.activation,
+        cfg.ppo.squash,
     )
 
     out_dir = Path(out_dir) if out_dir is not None else run_dir / "policy"
     out_dir.mkdir(parents=True, exist_ok=True)
     onnx.save(model, out_dir / "policy.onnx")
-    env = entry.env_class(cfg.env)
     iteration = int(arrays["iteration"])
     meta = {
         "format": FORMAT,
         "task": task,
         "env_config": config_io.to_dict(cfg.env),
-        "onnx": {"input": ONNX_INPUT, "output": ONNX_OUTPUT},
+        "onnx": {
+            "input": ONNX_INPUT,
+            "output": ONNX_OUTPUT,
+            "activation": cfg.ppo.activation,
+            "output_squash": "tanh" if cfg.ppo.squash else "none",
+        },
         "training": {
             "iterations": iteration,
             "env_steps": iteration * cfg.ppo.batch_size,

@@ -26,9 +26,23 @@ from locomotion.train.driver import train, warm_start
 SHIPPED = "quadruped_joystick"
 
 
-def test_onnx_matches_jax_policy(tmp_path):
+@pytest.mark.parametrize(
+    "policy",
+    [
+        {},
+        # brax's policy: tanh-squashed, state-dependent std, swish, LeCun init.
+        {
+            "action_distribution": "tanh_normal",
+            "state_dependent_std": True,
+            "activation": "swish",
+            "kernel_init": "lecun_uniform",
+        },
+    ],
+    ids=["normal-elu", "tanh-swish"],
+)
+def test_onnx_matches_jax_policy(tmp_path, policy):
     env = registry.make("pendulum_swingup")
-    cfg = pendulum_config(3)
+    cfg = pendulum_config(3, **policy)
     state, _ = train(env, cfg, tmp_path / "run", progress=False)
     out = export(tmp_path / "run")
     import onnxruntime as ort
@@ -42,7 +56,15 @@ def test_onnx_matches_jax_policy(tmp_path):
     np.testing.assert_allclose(onnx_action, jax_action, rtol=1e-4, atol=1e-5)
     meta = json.loads((out / "policy.json").read_text())
     assert meta["task"] == "pendulum_swingup" and meta["training"]["iterations"] == 3
-    assert meta["onnx"] == {"input": "obs", "output": "action"}
+    squash = "tanh" if policy else "none"
+    assert meta["onnx"] == {
+        "input": "obs",
+        "output": "action",
+        "activation": cfg.ppo.activation,
+        "output_squash": squash,
+    }
+    if policy:  # the JAX side squashes too; an unsquashed export would differ
+        assert np.abs(jax_action).max() < 1 and np.abs(onnx_action).max() > 0.05
 
 
 def test_native_and_mjx_observations_agree_on_the_same_state():
@@ -174,7 +196,7 @@ def test_warm_start_from_an_exported_policy_acts_as_it_did(tmp_path, capsys):
     env = entry.env_class(entry.env_config)
     mesh = ppo.make_mesh(cfg.num_envs)
     fresh = ppo.init(wrap_for_training(env, cfg.num_envs), cfg, jax.random.PRNGKey(0), mesh)
-    warm = warm_start(fresh, "hand_rotate_z", mesh, env)
+    warm = warm_start(fresh, "hand_rotate_z", mesh, env, cfg)
     said = capsys.readouterr().out
     assert "taken from the policy: joint_pos, last_action, joint_pos@t-1" in said
     assert "new, at zero weight: cube_pos, cube_quat, goal_quat, goal_relative" in said
@@ -192,11 +214,11 @@ def test_warm_start_from_an_exported_policy_acts_as_it_did(tmp_path, capsys):
     assert leaves_equal(warm.params["critic"], fresh.params["critic"])  # the critic is fresh
     # A policy of another robot, or of other layer sizes, is refused in one sentence.
     with pytest.raises(CheckpointError, match="12 actions, not 16"):
-        warm_start(fresh, "quadruped_joystick", mesh, env)
+        warm_start(fresh, "quadruped_joystick", mesh, env, cfg)
     small = dataclasses.replace(cfg, actor_hidden=(64, 64))
     other = ppo.init(wrap_for_training(env, cfg.num_envs), small, jax.random.PRNGKey(0), mesh)
     with pytest.raises(CheckpointError, match="actor-hidden"):
-        warm_start(other, "hand_rotate_z", mesh, env)
+        warm_start(other, "hand_rotate_z", mesh, env, small)
     # An entry of the same name and another size is refused, not silently given zero weight.
     resized = tmp_path / "resized"
     shutil.copytree(SHIPPED_DIR / "hand_rotate_z", resized)
@@ -204,7 +226,7 @@ def test_warm_start_from_an_exported_policy_acts_as_it_did(tmp_path, capsys):
     meta["observation"]["layout"][-1] = {"name": "cube_quat", "size": 16, "noise_std": 0.0}
     (resized / "policy.json").write_text(json.dumps(meta))
     with pytest.raises(CheckpointError, match="'cube_quat' has 16 values in the policy and 4"):
-        warm_start(fresh, resized, mesh, env)
+        warm_start(fresh, resized, mesh, env, cfg)
 
 
 def test_learning_curves_keep_real_zeros():

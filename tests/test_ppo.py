@@ -45,8 +45,11 @@ def leaves_equal(a, b) -> bool:
     )
 
 
-def test_ppo_learns_pendulum_swingup():
-    cfg = pendulum_config(200)
+@pytest.mark.parametrize(
+    "policy", [{}, {"action_distribution": "tanh_normal"}], ids=["normal", "tanh_normal"]
+)
+def test_ppo_learns_pendulum_swingup(policy):
+    cfg = pendulum_config(200, **policy)
     env = registry.make("pendulum_swingup")
     untrained = ppo.init(
         ppo_wrapper(env, cfg), cfg.ppo, jax.random.PRNGKey(0), ppo.make_mesh(cfg.ppo.num_envs)
@@ -121,7 +124,7 @@ def test_warm_start_takes_networks_and_normalizers_but_starts_fresh(tmp_path):
     source, _ = train(env, pendulum_config(2), tmp_path / "source", progress=False)
     cfg = pendulum_config(2, seed=5)
     fresh = ppo.init(ppo_wrapper(env, cfg), cfg.ppo, jax.random.PRNGKey(5), ppo.make_mesh(64))
-    warm = warm_start(fresh, tmp_path / "source", ppo.make_mesh(64), env)
+    warm = warm_start(fresh, tmp_path / "source", ppo.make_mesh(64), env, cfg.ppo)
     assert leaves_equal(warm.params, source.params)
     assert leaves_equal(
         (warm.obs_stats, warm.critic_obs_stats), (source.obs_stats, source.critic_obs_stats)

@@ -84,7 +84,15 @@ def _with_actor(name: str, tmp_path, label: str, layers, mean, var) -> str:
     """A copy of the shipped policy directory `name` whose ONNX actor is replaced."""
     folder = tmp_path / f"{name}_{label}"
     shutil.copytree(SHIPPED_DIR / name, folder)
-    model = build_onnx(layers, mean, var, normalize=mean is not None)
+    graph = json.loads((folder / "policy.json").read_text())["onnx"]
+    model = build_onnx(
+        layers,
+        mean,
+        var,
+        normalize=mean is not None,
+        activation=graph.get("activation", "elu"),
+        squash=graph.get("output_squash", "none") == "tanh",
+    )
     onnx.save(model, folder / "policy.onnx")
     return str(folder)
 
@@ -98,7 +106,12 @@ def untrained_copy(name: str, tmp_path) -> str:
     variables = actor.init(jax.random.PRNGKey(0), jp.zeros((1, meta["observation"]["size"])))
     arrays = traverse_util.flatten_dict({"params": {"actor": variables}}, sep="/")
     return _with_actor(
-        name, tmp_path, "untrained", actor_layers(jax.device_get(arrays)), None, None
+        name,
+        tmp_path,
+        "untrained",
+        actor_layers(jax.device_get(arrays), meta["action"]["size"]),
+        None,
+        None,
     )
 
 

@@ -43,7 +43,16 @@ class PPOConfig:
     critic_hidden: tuple[int, ...] = (256, 128, 64)
     """Critic MLP hidden sizes."""
     init_log_std: float = 0.0
-    """Initial log standard deviation of the Gaussian policy."""
+    """Initial log standard deviation of the Gaussian policy (before any squashing)."""
+    action_distribution: Literal["normal", "tanh_normal"] = "normal"
+    """normal: Gaussian actions, clipped to [-1, 1] by the task (rsl_rl); tanh_normal: a
+    Gaussian squashed by tanh, log-probabilities with the Jacobian (brax). train/networks.py."""
+    state_dependent_std: bool = False
+    """The std is a second output head of the actor (softplus) instead of a parameter."""
+    activation: Literal["elu", "swish"] = "elu"
+    """Hidden-layer activation of actor and critic."""
+    kernel_init: Literal["orthogonal", "lecun_uniform"] = "orthogonal"
+    """Weight initialization of actor and critic (orthogonal: gain sqrt 2, policy output 0.01)."""
     normalize_observations: bool = True
     """Normalize observations by running mean and variance."""
     normalize_advantages: bool = True
@@ -60,6 +69,13 @@ class PPOConfig:
             "gae_lambda must be in [0, 1]": 0 <= self.gae_lambda <= 1,
             "clip_eps must be positive": self.clip_eps > 0,
             "desired_kl must be positive": self.desired_kl > 0,
+            "action_distribution must be normal or tanh_normal": self.action_distribution
+            in ("normal", "tanh_normal"),
+            "activation must be elu or swish": self.activation in ("elu", "swish"),
+            "kernel_init must be orthogonal or lecun_uniform": self.kernel_init
+            in ("orthogonal", "lecun_uniform"),
+            "lr_schedule must be adaptive, linear or constant": self.lr_schedule
+            in ("adaptive", "linear", "constant"),
             "num_envs * unroll_length must be divisible by num_minibatches": (
                 self.num_envs * self.unroll_length
             )
@@ -69,6 +85,11 @@ class PPOConfig:
         bad = [msg for msg, ok in checks.items() if not ok]
         if bad:
             raise ValueError("invalid PPO config: " + "; ".join(bad))
+
+    @property
+    def squash(self) -> bool:
+        """Whether actions are tanh-squashed."""
+        return self.action_distribution == "tanh_normal"
 
     @property
     def batch_size(self) -> int:

@@ -19,6 +19,7 @@ from locomotion.envs import Env
 from locomotion.evaluation import evaluate
 from locomotion.runlog import MetricsLogger
 from locomotion.train import ppo
+from locomotion.train.config import PPOConfig
 
 CHECKPOINT_DIR = "checkpoints"
 KEEP_CHECKPOINTS = 3
@@ -73,16 +74,18 @@ def restore(
     return rest.replace(env_state=env_state)
 
 
-def warm_start(state: ppo.TrainState, source: str | Path, mesh, env: Env) -> ppo.TrainState:
-    """`state` started from `source`: a run directory or checkpoint (its networks and
-    normalizers), or an exported policy, by directory or shipped name (its actor)."""
+def warm_start(
+    state: ppo.TrainState, source: str | Path, mesh, env: Env, pcfg: PPOConfig
+) -> ppo.TrainState:
+    """`state` (made with `pcfg`) started from `source`: a run directory or checkpoint (its
+    networks and normalizers), or an exported policy, by directory or shipped name (its actor)."""
     from locomotion.policy import SHIPPED_DIR
 
     source = Path(source)
     if not source.exists() and (SHIPPED_DIR / source / "policy.json").is_file():
         source = SHIPPED_DIR / source
     if (source / "policy.json").is_file():
-        return warm_start_from_policy(state, source, mesh, env)
+        return warm_start_from_policy(state, source, mesh, env, pcfg)
     path = source if source.is_file() else latest_checkpoint(source)
     if path is None:
         raise checkpoint.CheckpointError(
@@ -105,7 +108,9 @@ def warm_start(state: ppo.TrainState, source: str | Path, mesh, env: Env) -> ppo
     )
 
 
-def warm_start_from_policy(state: ppo.TrainState, folder: Path, mesh, env: Env) -> ppo.TrainState:
+def warm_start_from_policy(
+    state: ppo.TrainState, folder: Path, mesh, env: Env, pcfg: PPOConfig
+) -> ppo.TrainState:
     """`state` whose actor is the exported policy in `folder` (a skill to build on).
 
     Observation entries are matched by name: an entry the policy never saw starts with zero
@@ -125,12 +130,22 @@ def warm_start_from_policy(state: ppo.TrainState, folder: Path, mesh, env: Env) 
             f"the policy has {source.meta.get('action', {}).get('size')} actions, not "
             f"{env.action_size}"
         )
+    graph = source.meta.get("onnx", {})
+    activation, squash = graph.get("activation", "elu"), graph.get("output_squash", "none")
+    if (activation, squash) != (pcfg.activation, "tanh" if pcfg.squash else "none"):
+        refuse(
+            f"its actor uses {activation} with output squash {squash}; pass the same "
+            "--ppo.activation and --ppo.action-distribution"
+        )
     actor = traverse_util.flatten_dict(jax.device_get(state.params["actor"]), sep="/")
+    actor = {k: np.array(v) for k, v in actor.items()}  # writable copies
     units = [
         actor[k].shape[1]
         for k in (f"params/MLP_0/Dense_{i}/kernel" for i in range(9))
         if k in actor
     ]
+    if pcfg.state_dependent_std:  # the exported actor has the mean head only
+        units[-1] = env.action_size
     if units != [w.shape[1] for w, _ in source.layers]:
         shapes = [w.shape[1] for w, _ in source.layers]
         refuse(f"its layers have {shapes} units; pass the same --ppo.actor-hidden")
@@ -148,8 +163,11 @@ def warm_start_from_policy(state: ppo.TrainState, folder: Path, mesh, env: Env) 
     )
     first, mean, var = adapted.kernel, adapted.obs_mean, adapted.obs_var
     for i, (kernel, bias) in enumerate(source.layers):
-        actor[f"params/MLP_0/Dense_{i}/kernel"] = first if i == 0 else kernel
-        actor[f"params/MLP_0/Dense_{i}/bias"] = bias
+        kernel = first if i == 0 else kernel
+        # A state-dependent std head (the last layer's second half) keeps its fresh weights.
+        cols = slice(0, kernel.shape[1])
+        actor[f"params/MLP_0/Dense_{i}/kernel"][:, cols] = kernel
+        actor[f"params/MLP_0/Dense_{i}/bias"][cols] = bias
     params = {**state.params, "actor": traverse_util.unflatten_dict(actor, sep="/")}
     # The statistics weigh as much as the steps the policy was trained on, so the first
     # batches do not shift the inputs the copied weights were trained with.
@@ -191,7 +209,7 @@ def train(
     if resume:
         state = restore(Path(run_dir), state, mesh, restart_envs)
     elif rcfg.init_from is not None:
-        state = warm_start(state, rcfg.init_from, mesh, env)
+        state = warm_start(state, rcfg.init_from, mesh, env, pcfg)
     if run_dir is not None:
         run_dir = Path(run_dir)
         run_dir.mkdir(parents=True, exist_ok=True)

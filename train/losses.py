@@ -6,7 +6,8 @@ import jax
 import jax.numpy as jp
 
 from locomotion.train.config import PPOConfig
-from locomotion.train.networks import gaussian_entropy, gaussian_log_prob
+from locomotion.train.networks import entropy as policy_entropy
+from locomotion.train.networks import log_prob
 
 
 def compute_gae(
@@ -58,11 +59,12 @@ def ppo_loss(
 ) -> tuple[jax.Array, dict[str, jax.Array]]:
     """Clipped surrogate + (clipped) value loss - entropy bonus on one minibatch [N, ...].
 
-    `batch` holds normalized observations `obs` and `critic_obs`, `actions`, `log_probs`,
-    `advantages`, `returns` and the old `values`.
+    `batch` holds normalized observations `obs` and `critic_obs`, the sampled `actions` (pre-tanh
+    when squashed) and their standard-normal `noise`, `log_probs`, `advantages`, `returns` and
+    the old `values`.
     """
     mean, log_std = actor_apply(actor_params, batch["obs"])
-    log_probs = gaussian_log_prob(batch["actions"], mean, log_std)
+    log_probs = log_prob(batch["actions"], mean, log_std, cfg.squash)
     ratio = jp.exp(log_probs - batch["log_probs"])
     adv = batch["advantages"]
     if cfg.normalize_advantages:
@@ -77,7 +79,7 @@ def ppo_loss(
         value_loss = jp.maximum(value_loss, (clipped - batch["returns"]) ** 2)
     value_loss = 0.5 * value_loss.mean()
 
-    entropy = gaussian_entropy(log_std).mean()
+    entropy = policy_entropy(mean, log_std, batch["noise"], cfg.squash).mean()
     loss = policy_loss + cfg.vf_coef * value_loss - cfg.ent_coef * entropy
     metrics = {
         "losses/policy": policy_loss,

@@ -22,7 +22,13 @@ from jax.sharding import Mesh, NamedSharding, PartitionSpec
 from locomotion.envs import State, TrainingWrapper
 from locomotion.train.config import PPOConfig
 from locomotion.train.losses import compute_gae, ppo_loss
-from locomotion.train.networks import Actor, Critic, gaussian_kl, gaussian_log_prob
+from locomotion.train.networks import (
+    Actor,
+    Critic,
+    deterministic_action,
+    gaussian_kl,
+    log_prob,
+)
 from locomotion.train.normalizer import RunningStats
 
 ACTOR_OBS, CRITIC_OBS = "state", "privileged_state"
@@ -49,7 +55,15 @@ class Networks:
 
 def make_networks(action_size: int, cfg: PPOConfig) -> Networks:
     return Networks(
-        Actor(cfg.actor_hidden, action_size, cfg.init_log_std), Critic(cfg.critic_hidden)
+        Actor(
+            cfg.actor_hidden,
+            action_size,
+            cfg.init_log_std,
+            cfg.state_dependent_std,
+            cfg.activation,
+            cfg.kernel_init,
+        ),
+        Critic(cfg.critic_hidden, cfg.activation, cfg.kernel_init),
     )
 
 
@@ -97,12 +111,13 @@ def init(env: TrainingWrapper, cfg: PPOConfig, key: jax.Array, mesh: Mesh) -> Tr
 
 
 def policy_fn(nets: Networks, params, obs_stats: RunningStats, cfg: PPOConfig):
-    """Deterministic policy obs -> action (the Gaussian's mean), normalizer included."""
+    """Deterministic policy obs -> action (the Gaussian's mean, squashed if the policy is),
+    normalizer included."""
 
     def act(obs: jax.Array) -> jax.Array:
         if cfg.normalize_observations:
             obs = obs_stats.normalize(obs)
-        return nets.actor.apply(params["actor"], obs)[0]
+        return deterministic_action(nets.actor.apply(params["actor"], obs)[0], cfg.squash)
 
     return act
 
@@ -117,14 +132,16 @@ def rollout(
         obs = env_state.obs[ACTOR_OBS]
         obs_in = state.obs_stats.normalize(obs) if normalize else obs
         mean, log_std = nets.actor.apply(state.params["actor"], obs_in)
-        action = mean + jp.exp(log_std) * jax.random.normal(key_step, mean.shape)
-        next_state = env.step(env_state, action)
+        noise = jax.random.normal(key_step, mean.shape)
+        action = mean + jp.exp(log_std) * noise  # pre-tanh when squashed
+        next_state = env.step(env_state, jp.tanh(action) if cfg.squash else action)
         data = {
             "obs": obs,
             "critic_obs": env_state.obs[CRITIC_OBS],
             "next_critic_obs": next_state.info["final_obs"][CRITIC_OBS],
             "actions": action,
-            "log_probs": gaussian_log_prob(action, mean, log_std),
+            "noise": noise,
+            "log_probs": log_prob(action, mean, log_std, cfg.squash),
             "old_mean": mean,
             "old_log_std": log_std,
             "rewards": next_state.reward,
@@ -188,6 +205,7 @@ def train_step(
         "obs": norm(data["obs"]),
         "critic_obs": cnorm(data["critic_obs"]),
         "actions": data["actions"],
+        "noise": data["noise"],
         "log_probs": data["log_probs"],
         "old_mean": data["old_mean"],
         "old_log_std": data["old_log_std"],
@@ -242,7 +260,7 @@ def train_step(
     metrics = summarize(data)
     metrics.update(jax.tree.map(jp.mean, losses))
     metrics["losses/learning_rate"] = get_learning_rate(opt_state)
-    metrics["losses/action_std"] = jp.exp(params["actor"]["params"]["log_std"]).mean()
+    metrics["losses/action_std"] = jp.exp(data["old_log_std"]).mean()  # the rollout's
     metrics["losses/explained_variance"] = 1.0 - jp.var(returns - values) / (jp.var(returns) + 1e-8)
     new_state = TrainState(
         params=params,
