@@ -45,7 +45,7 @@ def test_entropy_matches_quadrature():
     np.testing.assert_allclose(gauss, 0.5 * math.log(2 * math.pi * math.e * std**2), rtol=1e-6)
 
     u = np.linspace(mean - 12 * std, mean + 12 * std, 200001)
-    log_p_a = normal_logpdf(u, mean, std) - np.log1p(-np.tanh(u) ** 2)
+    log_p_a = normal_logpdf(u, mean, std) - np.log1p(-(np.tanh(u) ** 2))
     # -E[log p(a)] with the expectation over u ~ N (a = tanh u).
     expected = -np.trapezoid(np.exp(normal_logpdf(u, mean, std)) * log_p_a, u)
     noise = jax.random.normal(jax.random.PRNGKey(0), (200000, 1))
