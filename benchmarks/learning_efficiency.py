@@ -178,9 +178,20 @@ def main():
         help="change our PPO's settings (an ablation), e.g. init_log_std=-0.5; the rows are "
         "labelled with the changes",
     )
+    parser.add_argument(
+        "--label", help="name of the ablation in the rows (default: the --set changes)"
+    )
+    parser.add_argument(
+        "--report", action="store_true", help="only print the table and redraw the plot of --out"
+    )
     parser.add_argument("--out", type=Path, default=Path("runs/learning_efficiency.json"))
     parser.add_argument("--plot", type=Path, default=Path("runs/learning_efficiency.png"))
     args = parser.parse_args()
+    if args.report:
+        rows = json.loads(args.out.read_text())
+        plot(rows, args.plot)
+        print(report(rows))
+        return
 
     entry = registry.entry(TASK)
     env = entry.env_class(entry.env_config)
@@ -193,7 +204,8 @@ def main():
     trainers = {"ours": train_ours, "brax": train_brax}
     for name in args.trainers:
         for seed in args.seeds:
-            label = name + (f"[{','.join(args.set)}]" if name == "ours" and args.set else "")
+            variant = args.label or ",".join(args.set)
+            label = name + (f"[{variant}]" if name == "ours" and variant else "")
             run_cfg = ours_cfg if name == "ours" else cfg
             apply, kept, wall = trainers[name](env, run_cfg, args.iterations, args.eval_every, seed)
             act = jax.jit(apply)
@@ -223,6 +235,7 @@ def main():
             args.out.parent.mkdir(parents=True, exist_ok=True)
             args.out.write_text(json.dumps(rows, indent=1) + "\n")
     plot(rows, args.plot)
+    print(report(rows))
 
 
 def _value(text: str):
@@ -233,39 +246,90 @@ def _value(text: str):
         return text
 
 
+BAR_ERROR = 0.1  # [m/s] the walking bar: MJX tracking error below this, no falls
+
+
+def walking(row: dict) -> bool:
+    return row["mjx_error"] < BAR_ERROR and row["mjx_fall_rate"] < 0.005  # 0 of 100 envs
+
+
+def report(rows: list[dict]) -> str:
+    """A markdown table per trainer: error at the last common checkpoint over its seeds
+    (mean and worst), and the first checkpoint that meets the walking bar per seed."""
+    lines = [
+        "| trainer | seeds | steps [M] | native error mean / worst | MJX error mean / worst "
+        "| MJX falls worst | walking bar first met (steps [M], minutes) |",
+        "| --- | --- | --- | --- | --- | --- | --- |",
+    ]
+    for trainer in sorted({r["trainer"] for r in rows}):
+        mine = [r for r in rows if r["trainer"] == trainer]
+        seeds = sorted({r["seed"] for r in mine})
+        last = min(max(r["env_steps"] for r in mine if r["seed"] == s) for s in seeds)
+        final = [r for r in mine if r["env_steps"] == last]
+        native = [r["native_error"] for r in final]
+        mjx = [r["mjx_error"] for r in final]
+        met = []
+        for s in seeds:
+            hits = sorted(
+                (r for r in mine if r["seed"] == s and walking(r)), key=lambda r: r["env_steps"]
+            )
+            met.append(
+                f"{hits[0]['env_steps'] / 1e6:.2f}, {hits[0]['wall_seconds'] / 60:.1f}"
+                if hits
+                else "not met"
+            )
+        lines.append(
+            f"| {trainer} | {','.join(map(str, seeds))} | {last / 1e6:.2f} "
+            f"| {np.mean(native):.3f} / {max(native):.3f} | {np.mean(mjx):.3f} / {max(mjx):.3f} "
+            f"| {max(r['mjx_fall_rate'] for r in final):.2f} | {'; '.join(met)} |"
+        )
+    return "\n".join(lines)
+
+
 def plot(rows: list[dict], out: Path) -> None:
+    """Error against steps: per trainer, the mean over its seeds and the range (band)."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    fig, axes = plt.subplots(1, 2, figsize=(10, 3.6))
+    fig, axes = plt.subplots(1, 2, figsize=(11, 4))
     labels = sorted({r["trainer"] for r in rows})
-    colors = {t: f"C{i}" for i, t in enumerate(labels)}
-    for trainer, seed in sorted({(r["trainer"], r["seed"]) for r in rows}):
-        run = sorted(
-            (r for r in rows if (r["trainer"], r["seed"]) == (trainer, seed)),
-            key=lambda r: r["env_steps"],
+    for i, trainer in enumerate(labels):
+        mine = [r for r in rows if r["trainer"] == trainer]
+        seeds = sorted({r["seed"] for r in mine})
+        steps = sorted(
+            set.intersection(*({r["env_steps"] for r in mine if r["seed"] == s} for s in seeds))
         )
-        steps = np.array([r["env_steps"] for r in run]) / 1e6
         for ax, key in zip(axes, ("native_error", "mjx_error"), strict=True):
-            ax.plot(
-                steps,
-                [r[key] for r in run],
-                color=colors[trainer],
-                lw=1.2,
-                label=f"{trainer} seed {seed}",
+            values = np.array(
+                [
+                    [
+                        next(r[key] for r in mine if (r["seed"], r["env_steps"]) == (s, n))
+                        for n in steps
+                    ]
+                    for s in seeds
+                ]
             )
+            x = np.array(steps) / 1e6
+            ax.plot(
+                x,
+                values.mean(0),
+                color=f"C{i}",
+                lw=1.5,
+                label=f"{trainer} (seeds {','.join(map(str, seeds))})",
+            )
+            ax.fill_between(x, values.min(0), values.max(0), color=f"C{i}", alpha=0.15, lw=0)
     for ax, title in zip(
         axes,
         ("native replay: |mean vx - 0.5| [m/s]", "MJX, 100 envs: tracking error [m/s]"),
         strict=True,
     ):
-        ax.axhline(0.1, color="gray", ls="--", lw=0.8)
+        ax.axhline(BAR_ERROR, color="gray", ls="--", lw=0.8)
         ax.set_xlabel("environment steps [M]")
-        ax.set_title(title, fontsize=10)
+        ax.set_title(title + ": mean over seeds, band = range", fontsize=9)
         ax.grid(alpha=0.3)
-    axes[0].legend(fontsize=7)
+    axes[0].legend(fontsize=6)
     fig.tight_layout()
     out.parent.mkdir(parents=True, exist_ok=True)
     fig.savefig(out, dpi=110)
