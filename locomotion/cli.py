@@ -1,6 +1,7 @@
 """The `locomotion` command.
 
     locomotion list
+    locomotion info [--json]
     locomotion train TASK [--preset smoke|cpu|gpu] [--run-dir DIR] [overrides]
     locomotion train --resume RUN_DIR [--restart-envs] [overrides]
     locomotion export RUN_DIR [-o DIR]
@@ -34,6 +35,8 @@ def main(argv: list[str] | None = None) -> int:
     try:
         if command == "list":
             return _list()
+        if command == "info":
+            return _info(rest)
         if command == "train":
             return _train(rest)
         if command == "export":
@@ -42,7 +45,9 @@ def main(argv: list[str] | None = None) -> int:
             return _eval(rest)
         if command == "video":
             return _video(rest)
-        raise UserError(f"unknown command {command!r}; commands: list, train, export, eval, video")
+        raise UserError(
+            f"unknown command {command!r}; commands: list, info, train, export, eval, video"
+        )
     except UserError as err:
         print(f"locomotion: error: {err}", file=sys.stderr)
         return 2
@@ -60,6 +65,28 @@ def _list() -> int:
     for name in registry.names():
         print(f"  {name:24s} {registry.entry(name).description}")
     print("shipped policies: " + (", ".join(shipped_policies()) or "none"))
+    return 0
+
+
+def _info(args: list[str]) -> int:
+    parser = argparse.ArgumentParser(
+        prog="locomotion info",
+        description="Backend, devices, versions, rendering, XLA settings and shipped policies: "
+        "what to paste into a bug report.",
+    )
+    parser.add_argument("--json", action="store_true", help="print JSON instead of the table")
+    a = parser.parse_args(args)
+    from locomotion import gpu
+
+    gpu.configure()  # before JAX starts, so the report shows what training would run with
+    import json
+
+    from locomotion.info import collect, table
+
+    # Libraries print notes on import (MJX: "Failed to import warp"): keep stdout for the report.
+    with contextlib.redirect_stdout(sys.stderr):
+        info = collect()
+    print(json.dumps(info, indent=2) if a.json else table(info))
     return 0
 
 
@@ -253,6 +280,11 @@ def _train(args: list[str]) -> int:
     known, overrides = parser.parse_known_args(args)
     help_only = any(a in ("-h", "--help") for a in overrides)
 
+    from locomotion import gpu
+
+    # GPU settings (matmul precision, XLA flags, MUJOCO_GL) before anything starts JAX's
+    # backend: XLA reads its flags once, at that start (locomotion/gpu.py).
+    gpu_settings = gpu.configure()
     import jax
     import tyro
 
@@ -302,6 +334,8 @@ def _train(args: list[str]) -> int:
         f"training {entry.name} on {jax.default_backend()} ({jax.device_count()} device(s)), "
         f"{cfg.ppo.num_envs} envs, {cfg.run.num_iterations} iterations -> {run_dir}"
     )
+    if gpu_settings:
+        print("GPU settings: " + ", ".join(f"{k}={v}" for k, v in gpu_settings.items()))
     from locomotion.checkpoint import CheckpointError
 
     try:
