@@ -1,0 +1,390 @@
+"""GPU verification in one call (not a test): the environment, throughput, and time to walk.
+
+    python benchmarks/gpu_check.py                  # about 9 minutes on one GPU (--budget-minutes)
+    python benchmarks/gpu_check.py --dry-run        # tiny sizes: end to end on a CPU
+
+1. `locomotion info` (printed; "info" in the JSON), after `locomotion.gpu.configure()`.
+2. quadruped_joystick at 4096, 8192 and 16384 envs, for each physics implementation (`jax`;
+   `warp` only when mujoco-warp is installed and the task has an `impl` setting, otherwise one
+   row that says why not): control steps/s of the bare batched step `vmap(env.step)` under
+   random actions (no time limit or reset), and of whole PPO iterations (rollout, GAE,
+   updates) with the gpu preset's settings at that many envs; compilation excluded.
+3. The gpu preset of quadruped_joystick trained from scratch until the walking bar or the time
+   left: every `--check-every` iterations the deterministic policy walks in MJX, 100 envs x
+   10 s at vx = 0.5 m/s on the nominal robot (the setting of a run's eval.json); the bar is a
+   mean linear-velocity tracking error below 0.1 m/s with no falls. Reports the minutes and
+   control steps to the bar, training alone (compilation included) and with the checks; ends
+   with the task's own evaluation (`locomotion.evaluation.evaluate`, what eval.json holds) of
+   the last policy, on the same initial states as the checks.
+   The run at the preset's size is the one whose first iterations step 2 timed: those
+   iterations count towards the bar, and the run is compiled once.
+
+Everything goes to one JSON file (`--out`), rewritten after every measurement, so a run cut
+short keeps what it measured; a size that fails (out of GPU memory, say) is recorded with its
+error and the others go on. The whole run keeps within `--budget-minutes`: throughput gets at
+most 40 % of it, training what is left less a reserve for the final evaluation.
+`--dry-run` uses 8 envs, 2 iterations and one 0.1 s evaluation episode, and compiles with
+XLA's optimizations off (it measures nothing, it shows that every step runs).
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import importlib.metadata
+import json
+import math
+import os
+import sys
+import time
+from pathlib import Path
+
+from locomotion import gpu
+
+TASK = "quadruped_joystick"
+BAR_ERROR = 0.1  # [m/s] mean linear-velocity tracking error, and no falls
+# --dry-run on a CPU: XLA compiles the MJX graphs in about a third of the time, runs them slower.
+FAST_COMPILE = (
+    "--xla_backend_optimization_level=0 --xla_llvm_disable_expensive_passes=true "
+    "--xla_cpu_use_fusion_emitters=false"
+)
+
+
+@dataclasses.dataclass(frozen=True)
+class Sizes:
+    """What one run measures: the real check, or the tiny `--dry-run`."""
+
+    num_envs: tuple[int, ...]  # throughput sizes
+    preset: str  # PPO settings for throughput and training
+    train_envs: int | None  # envs of the training run; None: the preset's
+    max_iterations: int | None  # None: the preset's num_iterations
+    check_every: int  # iterations between walking checks
+    eval_envs: int
+    eval_seconds: float  # [s]
+    unroll: int  # control steps per timed call of the bare step
+    repeats: int  # timed calls per measurement
+    policies: bool  # load the shipped policies in `info`
+    reserve_seconds: float  # kept from training for the final evaluation
+
+
+FULL = Sizes((4096, 8192, 16384), "gpu", None, None, 20, 100, 10.0, 24, 3, True, 60.0)
+DRY = Sizes((8,), "smoke", 8, 3, 1, 1, 0.1, 4, 1, False, 0.0)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--out", type=Path, default=Path("runs/gpu_check.json"))
+    parser.add_argument("--dry-run", action="store_true", help="tiny sizes, for a CPU")
+    parser.add_argument("--budget-minutes", type=float, default=9.0)
+    parser.add_argument("--num-envs", type=int, nargs="+", help="throughput sizes")
+    parser.add_argument("--check-every", type=int, help="iterations between walking checks")
+    parser.add_argument("--seed", type=int, default=0)
+    args = parser.parse_args(argv)
+    sizes = DRY if args.dry_run else FULL
+    if args.num_envs:
+        sizes = dataclasses.replace(sizes, num_envs=tuple(args.num_envs))
+    if args.check_every:
+        sizes = dataclasses.replace(sizes, check_every=args.check_every)
+    if args.dry_run:  # before JAX starts: compile in seconds what runs for milliseconds
+        os.environ["XLA_FLAGS"] = f"{os.environ.get('XLA_FLAGS', '')} {FAST_COMPILE}".strip()
+
+    settings = gpu.configure()  # before anything starts JAX's backend (locomotion/gpu.py)
+    start = time.perf_counter()
+    deadline = start + 60 * args.budget_minutes
+    report = {
+        "script": "benchmarks/gpu_check.py",
+        "dry_run": args.dry_run,
+        "started": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+        "budget_minutes": args.budget_minutes,
+        "gpu_settings": settings,
+    }
+
+    def save() -> None:
+        report["total_minutes"] = round((time.perf_counter() - start) / 60, 3)
+        args.out.parent.mkdir(parents=True, exist_ok=True)
+        args.out.write_text(json.dumps(report, indent=1) + "\n")
+
+    from locomotion import registry
+    from locomotion.info import collect, table
+
+    report["info"] = collect(policies=sizes.policies)
+    print(table(report["info"]), flush=True)
+    save()
+
+    entry = registry.entry(TASK)
+    ppo_cfg, run_cfg = entry.presets[sizes.preset]
+    train_cfg = dataclasses.replace(ppo_cfg, num_envs=sizes.train_envs or ppo_cfg.num_envs)
+    env = entry.env_class(entry.env_config)
+    runs: dict[int, Training] = {}  # the training run, once a size has started it
+
+    report["throughput"] = []
+    end = start + 0.4 * (deadline - start)
+    for row in throughput(entry, sizes, ppo_cfg, train_cfg, run_cfg, args.seed, end, runs):
+        report["throughput"].append(row)
+        print(json.dumps(row), flush=True)
+        save()
+
+    run = runs.get(train_cfg.num_envs) or Training.start(env, train_cfg, run_cfg, args.seed)
+    report["train_to_bar"] = {}
+    train_to_bar(entry, run, sizes, args.seed, deadline, report["train_to_bar"], save)
+    save()
+    print(f"wrote {args.out} ({report['total_minutes']:.1f} min)")
+    return 0
+
+
+@dataclasses.dataclass
+class Training:
+    """A PPO run of the task from scratch, compiled once, advanced an iteration at a time."""
+
+    env: object
+    cfg: object  # PPOConfig
+    state: object  # ppo.TrainState
+    step: object  # the compiled iteration
+    iterations: int = 0
+    seconds: float = 0.0  # [s] in iterations, compilation and initialization included
+
+    @classmethod
+    def start(cls, env, cfg, run_cfg, seed: int) -> Training:
+        import jax
+
+        from locomotion.cat import wrap_for_training
+        from locomotion.train import ppo
+
+        t = time.perf_counter()
+        wrapped = wrap_for_training(env, cfg.num_envs)
+        mesh = ppo.make_mesh(cfg.num_envs)
+        state = ppo.init(wrapped, cfg, jax.random.PRNGKey(seed), mesh)
+        # The preset's iteration count fixes the learning-rate schedule, as in `locomotion train`.
+        step = ppo.make_train_step(wrapped, cfg, run_cfg.num_iterations, mesh)
+        jax.block_until_ready(state)
+        return cls(env, cfg, state, step, seconds=time.perf_counter() - t)
+
+    def advance(self, n: int) -> dict[str, float]:
+        """`n` iterations; the last one's metrics (waits for them, so `seconds` is right)."""
+        import jax
+
+        t = time.perf_counter()
+        for _ in range(n):
+            self.state, metrics = self.step(self.state)
+        metrics = {k: float(v) for k, v in jax.device_get(metrics).items()}
+        self.seconds += time.perf_counter() - t
+        self.iterations += n
+        return metrics
+
+
+def throughput(entry, sizes: Sizes, ppo_cfg, train_cfg, run_cfg, seed, end: float, runs):
+    """Rows {impl, num_envs, env_steps_per_s, train_steps_per_s, error} per physics
+    implementation and size, until `end` (a perf_counter time; later sizes are skipped). The
+    training run at `train_cfg`'s size goes into `runs`."""
+    for impl in ("jax", "warp"):
+        why_not = _impl_unavailable(entry, impl)
+        if why_not:
+            yield {"impl": impl, "num_envs": None, "skipped": why_not}
+            continue
+        config = entry.env_config
+        if impl != "jax":
+            config = dataclasses.replace(config, impl=impl)
+        env = entry.env_class(config)
+        for n in sizes.num_envs:
+            row = {"impl": impl, "num_envs": n, "env_steps_per_s": None, "train_steps_per_s": None}
+            if time.perf_counter() > end:
+                yield {**row, "skipped": "time budget spent"}
+                continue
+            try:
+                row["env_steps_per_s"] = round(
+                    bare_steps_per_second(env, n, sizes.unroll, sizes.repeats), 1
+                )
+                keep = impl == "jax" and n == train_cfg.num_envs
+                run = Training.start(
+                    env,
+                    train_cfg if keep else dataclasses.replace(ppo_cfg, num_envs=n),
+                    run_cfg,
+                    seed,
+                )
+                run.advance(1)  # compilation
+                t = time.perf_counter()
+                run.advance(sizes.repeats)
+                row["train_steps_per_s"] = round(
+                    run.cfg.batch_size * sizes.repeats / (time.perf_counter() - t), 1
+                )
+                row["error"] = None
+                if keep:
+                    runs[n] = run
+            except Exception as err:  # out of memory at one size must not end the check
+                row["error"] = f"{type(err).__name__}: {str(err).strip()[:300]}"
+            yield row
+
+
+def bare_steps_per_second(env, num_envs: int, unroll: int, repeats: int) -> float:
+    """Control steps/s of `vmap(env.step)` under random actions in [-1, 1]: no time limit, no
+    automatic reset (as benchmarks/throughput.py, compiled once)."""
+    import jax
+    import jax.numpy as jp
+
+    # Some fields of the state come out of reset and step weakly typed; one call's output as the
+    # next call's input would then compile again. All strongly typed, it compiles once.
+    def strong(tree):
+        return jax.tree.map(lambda x: jp.asarray(x, dtype=x.dtype), tree)
+
+    @jax.jit
+    def run(state, key):
+        def one(state, k):
+            action = jax.random.uniform(k, (num_envs, env.action_size), minval=-1, maxval=1)
+            return jax.vmap(env.step)(state, action), None
+
+        return strong(jax.lax.scan(one, state, jax.random.split(key, unroll))[0])
+
+    state = jax.jit(jax.vmap(env.reset))(jax.random.split(jax.random.PRNGKey(0), num_envs))
+    state = strong(state)
+    state = jax.block_until_ready(run(state, jax.random.PRNGKey(100)))  # compilation
+    start = time.perf_counter()
+    for i in range(repeats):
+        state = run(state, jax.random.PRNGKey(i))
+    jax.block_until_ready(state)
+    return num_envs * unroll * repeats / (time.perf_counter() - start)
+
+
+def _impl_unavailable(entry, impl: str) -> str | None:
+    """Why the task cannot be stepped with physics implementation `impl` here, or None."""
+    if impl == "jax":
+        return None
+    package = {"warp": "mujoco-warp"}[impl]
+    try:
+        importlib.metadata.version(package)
+    except importlib.metadata.PackageNotFoundError:
+        return f"not installed ({package})"
+    fields = {f.name for f in dataclasses.fields(entry.env_config)}
+    if "impl" not in fields:
+        return (
+            f"not supported: {type(entry.env_config).__name__} has no impl setting "
+            "(the task builds its MJX model with impl='jax')"
+        )
+    return None
+
+
+def make_walking_check(env, nets, cfg, num_envs: int, num_steps: int, key):
+    """`(params, obs_stats) -> {lin_vel_error, fall_rate, return_mean}`: the deterministic policy
+    for `num_steps` control steps in `num_envs` envs, compiled once. The same sums as
+    `locomotion.evaluation.evaluate` (step metrics over the steps each env was still up), with
+    the parameters as arguments instead of constants."""
+    import jax
+    import jax.numpy as jp
+
+    from locomotion.train import ppo
+
+    @jax.jit
+    def run(params, obs_stats):
+        act = ppo.policy_fn(nets, params, obs_stats, cfg)
+        state = jax.vmap(env.reset)(jax.random.split(key, num_envs))
+
+        def one_step(carry, _):
+            state, alive, ret, err, length = carry
+            state = jax.vmap(env.step)(state, act(state.obs["state"]))
+            ret = ret + alive * state.reward
+            err = err + alive * state.metrics["tracking/lin_vel_error"]
+            length = length + alive
+            return (state, alive * (1.0 - state.done), ret, err, length), None
+
+        zeros = jp.zeros(num_envs)
+        init = (state, jp.ones(num_envs), zeros, zeros, zeros)
+        (_, alive, ret, err, length), _ = jax.lax.scan(one_step, init, None, length=num_steps)
+        return err.sum() / jp.maximum(length.sum(), 1.0), 1.0 - alive.mean(), ret.mean()
+
+    def check(params, obs_stats) -> dict[str, float]:
+        err, fall, ret = jax.device_get(run(params, obs_stats))
+        return {"lin_vel_error": float(err), "fall_rate": float(fall), "return_mean": float(ret)}
+
+    return check
+
+
+def train_to_bar(
+    entry, run: Training, sizes: Sizes, seed: int, deadline: float, out: dict, save
+) -> None:
+    """Train `run` on until the walking bar, its preset's iterations or `deadline`; fills
+    `out` (and calls `save()` after every check)."""
+    import jax
+
+    from locomotion.evaluation import evaluate
+    from locomotion.train import ppo
+
+    cfg = run.cfg
+    iterations = sizes.max_iterations or entry.presets[sizes.preset][1].num_iterations
+    eval_env = entry.env_class(entry.eval_env_config(entry.env_config))  # nominal, vx = 0.5
+    num_steps = int(round(sizes.eval_seconds / eval_env.dt))
+    key = jax.random.PRNGKey(seed + 1)  # the run's eval.json key (train/driver.py)
+    limit = deadline - sizes.reserve_seconds
+    out.update(
+        task=TASK,
+        preset=sizes.preset,
+        num_envs=cfg.num_envs,
+        steps_per_iteration=cfg.batch_size,
+        max_iterations=iterations,
+        time_limit_minutes=round(max(limit - time.perf_counter(), 0.0) / 60 + run.seconds / 60, 2),
+        bar={
+            "lin_vel_error_below": BAR_ERROR,
+            "fall_rate": 0.0,
+            "eval_envs": sizes.eval_envs,
+            "eval_seconds": sizes.eval_seconds,
+            "command": list(eval_env.config.fixed_command),
+        },
+        reached=False,
+        minutes_to_bar=None,
+        train_minutes_to_bar=None,
+        env_steps_to_bar=None,
+        stopped_by=None,
+        checks=[],
+    )
+    print(f"training {TASK} ({sizes.preset} preset, {cfg.num_envs} envs) until the walking bar")
+    nets = ppo.make_networks(run.env.action_size, cfg)
+    check = make_walking_check(eval_env, nets, cfg, sizes.eval_envs, num_steps, key)
+    check_seconds = 0.0
+    while out["stopped_by"] is None:
+        todo = min(
+            sizes.check_every - run.iterations % sizes.check_every, iterations - run.iterations
+        )
+        metrics = run.advance(todo) if todo > 0 else {}
+        t = time.perf_counter()
+        result = check(run.state.params, run.state.obs_stats)
+        check_seconds += time.perf_counter() - t
+        row = {
+            "iteration": run.iterations,
+            "env_steps": run.iterations * cfg.batch_size,
+            "train_minutes": round(run.seconds / 60, 3),
+            "minutes": round((run.seconds + check_seconds) / 60, 3),
+            "episode_return": metrics.get("episode/return"),
+            **result,
+        }
+        out["checks"].append(row)
+        print(json.dumps(row), flush=True)
+        if not math.isfinite(metrics.get("losses/total", 0.0)):
+            out["stopped_by"] = "diverged (non-finite loss)"
+        elif result["lin_vel_error"] < BAR_ERROR and result["fall_rate"] == 0.0:
+            out.update(
+                reached=True,
+                stopped_by="walking bar",
+                minutes_to_bar=row["minutes"],
+                train_minutes_to_bar=row["train_minutes"],
+                env_steps_to_bar=row["env_steps"],
+            )
+        elif run.iterations >= iterations:
+            out["stopped_by"] = "preset's iterations"
+        elif time.perf_counter() > limit:
+            out["stopped_by"] = "time limit"
+        save()
+    out["iterations"] = run.iterations
+    # Over the whole run, initialization and compilation included (the throughput rows leave
+    # them out).
+    out["steps_per_s_with_compilation"] = round(run.iterations * cfg.batch_size / run.seconds, 1)
+    act = ppo.policy_fn(nets, run.state.params, run.state.obs_stats, cfg)
+    final = evaluate(eval_env, act, sizes.eval_envs, num_steps, key, "fall")
+    out["final_eval"] = final
+    # The compiled-once check and the task's evaluation must agree on the same policy and key.
+    last = out["checks"][-1]
+    out["final_eval_matches_last_check"] = (
+        abs(final["eval/tracking/lin_vel_error"] - last["lin_vel_error"]) < 1e-4
+        and final["eval/fall_rate"] == last["fall_rate"]
+    )
+
+
+if __name__ == "__main__":
+    sys.exit(main())
