@@ -75,6 +75,24 @@ def test_info_json_has_every_field_and_reports_cpu():
     assert all(rows[name] == ["loads"] for name in info["policies"])
 
 
+def test_rendering_says_what_works_or_what_to_install(monkeypatch):
+    from locomotion import info
+
+    monkeypatch.setattr(info, "try_render", lambda: (False, "RuntimeError: no OpenGL context"))
+    monkeypatch.setenv("MUJOCO_GL", "egl")
+    libs = {"EGL": None, "OSMesa": "libOSMesa.so.8"}
+    monkeypatch.setattr(info.ctypes.util, "find_library", lambda name: libs.get(name))
+    tried = []
+    monkeypatch.setattr(info, "_renders_in_child", lambda gl: tried.append(gl) or True)
+    r = info.rendering()
+    assert r["renders"] is False and r["error"] == "RuntimeError: no OpenGL context"
+    assert tried == ["osmesa"]  # EGL is missing; the installed OSMesa is tried in a child
+    assert r["works_with"] == "osmesa" and "MUJOCO_GL=osmesa" in r["install"]
+    libs["OSMesa"] = None  # neither library: name the packages
+    r = info.rendering()
+    assert r["works_with"] is None and "libegl1" in r["install"] and "libosmesa6" in r["install"]
+
+
 @pytest.fixture
 def clean_gpu_env(monkeypatch):
     """Environment and jax config as on a machine where the user set nothing; restored after."""
