@@ -7,7 +7,13 @@ Both trainers get the same environment (`registry.make("quadruped_joystick")`, b
 its own training wrappers), the cpu preset's batch geometry and settings (512 envs, unroll 24,
 4 minibatches x 5 epochs, lr 1e-3, gamma 0.99, lambda 0.95, clip 0.2, no entropy bonus, max
 grad norm 1, observation normalization, (256, 128, 64) networks) and the same number of
-control steps. Every `--eval-every` iterations the deterministic policy is kept and, after
+control steps. "ours" is our PPO with the preset as it is (its policy and loss settings
+included); brax keeps its own policy (tanh-squashed Gaussian, state-dependent std, swish) and
+loss. `--set` changes our settings for an ablation, e.g. the quadruped's former ones:
+
+    --label before --set action_distribution=normal state_dependent_std=false activation=elu \
+        kernel_init=orthogonal lr_schedule=adaptive clip_value=true vf_coef=1.0
+ Every `--eval-every` iterations the deterministic policy is kept and, after
 training (so evaluation is not in the wall clock), measured two ways at vx = 0.5 m/s on the
 nominal robot:
 - native: one 10 s episode in C MuJoCo (the task's reset, key 0), |mean forward speed of the
