@@ -78,28 +78,22 @@ QUADRUPED_PPO = dict(
 )
 
 
+# The smoke presets of the robot tasks: the whole pipeline (train, checkpoint, evaluate,
+# video) in seconds, with small networks.
+SMOKE_PPO = dict(
+    num_envs=32, unroll_length=8, num_epochs=2, actor_hidden=(64, 64), critic_hidden=(64, 64)
+)
+SMOKE_RUN = RunConfig(
+    num_iterations=3, checkpoint_every=2, eval_envs=8, eval_seconds=1.0, video_seconds=1.0
+)
+
+
 def _quadruped_presets(ppo: dict, cpu_iterations: int) -> dict:
     """smoke / cpu / gpu presets of the quadruped tasks from one PPO setting."""
     cpu = PPOConfig(**ppo)
-    smoke = dataclasses.replace(
-        cpu,
-        num_envs=32,
-        unroll_length=8,
-        num_epochs=2,
-        actor_hidden=(64, 64),
-        critic_hidden=(64, 64),
-    )
+    smoke = dataclasses.replace(cpu, **SMOKE_PPO)
     return {
-        "smoke": (
-            smoke,
-            RunConfig(
-                num_iterations=3,
-                checkpoint_every=2,
-                eval_envs=8,
-                eval_seconds=1.0,
-                video_seconds=1.0,
-            ),
-        ),
+        "smoke": (smoke, SMOKE_RUN),
         "cpu": (cpu, RunConfig(num_iterations=cpu_iterations, checkpoint_every=50)),
         "gpu": (
             dataclasses.replace(cpu, num_envs=8192, num_minibatches=8),
@@ -164,28 +158,12 @@ def _hand_presets(
     """smoke / cpu / gpu presets of the hand-and-cube tasks; cpu and gpu start from the
     exported policy `init_from` (a shipped name) when given, with the initial action log-std
     `warm_log_std`; smoke from scratch."""
-    smoke = dataclasses.replace(
-        HAND_PPO,
-        num_envs=32,
-        unroll_length=8,
-        num_epochs=2,
-        actor_hidden=(64, 64),
-        critic_hidden=(64, 64),
-    )
+    smoke = dataclasses.replace(HAND_PPO, **SMOKE_PPO)
     ppo = (
         HAND_PPO if init_from is None else dataclasses.replace(HAND_PPO, init_log_std=warm_log_std)
     )
     return {
-        "smoke": (
-            smoke,
-            RunConfig(
-                num_iterations=3,
-                checkpoint_every=2,
-                eval_envs=8,
-                eval_seconds=1.0,
-                video_seconds=1.0,
-            ),
-        ),
+        "smoke": (smoke, SMOKE_RUN),
         "cpu": (
             ppo,
             RunConfig(num_iterations=cpu_iterations, checkpoint_every=50, init_from=init_from),
