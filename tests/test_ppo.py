@@ -144,6 +144,10 @@ def test_warm_start_takes_networks_and_normalizers_but_starts_fresh(tmp_path):
     other = dataclasses.replace(init_cfg, ppo=dataclasses.replace(cfg.ppo, actor_hidden=(16,)))
     with pytest.raises(checkpoint.CheckpointError, match="shape|lacks"):
         train(env, other, progress=False)
+    # Same parameter shapes, other computation (swish instead of ELU): refused, not loaded.
+    swish = dataclasses.replace(init_cfg, ppo=dataclasses.replace(cfg.ppo, activation="swish"))
+    with pytest.raises(checkpoint.CheckpointError, match="activation 'elu' \\(here 'swish'\\)"):
+        train(env, swish, progress=False)
     missing = dataclasses.replace(cfg, run=dataclasses.replace(cfg.run, init_from="/no/run"))
     with pytest.raises(checkpoint.CheckpointError, match="init_from"):
         train(env, missing, progress=False)

@@ -91,6 +91,7 @@ def warm_start(
         raise checkpoint.CheckpointError(
             f"init_from: no checkpoint file, run directory or exported policy at {source}"
         )
+    _check_same_networks(path.parent.parent / "config.json", pcfg)
     learned = ppo.TrainState(
         params=state.params,
         opt_state=None,
@@ -106,6 +107,30 @@ def warm_start(
         obs_stats=learned.obs_stats,
         critic_obs_stats=learned.critic_obs_stats,
     )
+
+
+NETWORK_FIELDS = ("action_distribution", "state_dependent_std", "activation")
+
+
+def _check_same_networks(run_config: Path, pcfg: PPOConfig) -> None:
+    """Refuse a source run whose networks compute something else from the same parameter
+    shapes (another activation or action distribution); a checkpoint without its run's
+    config.json is taken as it is (its shapes are still checked on load)."""
+    if not run_config.is_file():
+        return
+    source = json.loads(run_config.read_text()).get("ppo", {})
+    # Runs written before these fields existed used the first choice of each.
+    before = {"action_distribution": "normal", "state_dependent_std": False, "activation": "elu"}
+    differ = [
+        f"{f} {source.get(f, before[f])!r} (here {getattr(pcfg, f)!r})"
+        for f in NETWORK_FIELDS
+        if source.get(f, before[f]) != getattr(pcfg, f)
+    ]
+    if differ:
+        raise checkpoint.CheckpointError(
+            f"init_from {run_config.parent}: its networks differ: {', '.join(differ)}; pass the "
+            "same --ppo settings"
+        )
 
 
 def warm_start_from_policy(
