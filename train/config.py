@@ -55,6 +55,11 @@ class PPOConfig:
     """Weight initialization of actor and critic (orthogonal: gain sqrt 2, policy output 0.01)."""
     normalize_observations: bool = True
     """Normalize observations by running mean and variance."""
+    update_normalizer_first: bool = False
+    """Fold the rollout into the observation statistics before the update and normalize the
+    update's batch with the new statistics (brax's order). False: the update normalizes with
+    the statistics the rollout acted with, so its probability ratios see only the parameter
+    change, and the statistics absorb the batch afterwards."""
     normalize_advantages: bool = True
     """Normalize advantages per minibatch."""
 

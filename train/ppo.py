@@ -179,13 +179,16 @@ def train_step(
     key_rollout, key_update, key = jax.random.split(state.key, 3)
     env_state, data = rollout(env, nets, cfg, state, key_rollout)
 
-    # The update normalizes with the statistics the rollout acted with, so the probability
-    # ratios see only the parameter change; the statistics absorb this batch afterwards.
+    # By default the update normalizes with the statistics the rollout acted with, so the
+    # probability ratios see only the parameter change; the statistics absorb this batch
+    # afterwards (cfg.update_normalizer_first: before, as brax does).
     obs_stats, critic_stats = state.obs_stats, state.critic_obs_stats
     if cfg.normalize_observations:
         norm, cnorm = obs_stats.normalize, critic_stats.normalize
         obs_stats = obs_stats.update(data["obs"])
         critic_stats = critic_stats.update(data["critic_obs"])
+        if cfg.update_normalizer_first:
+            norm, cnorm = obs_stats.normalize, critic_stats.normalize
     else:
         norm = cnorm = lambda x: x
 
