@@ -339,7 +339,7 @@ def _train(args: list[str]) -> int:
     from locomotion.checkpoint import CheckpointError
 
     try:
-        _, history = train(
+        train(
             env,
             cfg,
             run_dir,
@@ -349,9 +349,15 @@ def _train(args: list[str]) -> int:
         )
     except CheckpointError as err:  # resume / init_from: a missing or mismatched checkpoint
         raise UserError(str(err)) from None
-    evals = {k: v for row in history for k, v in row.items() if k.startswith("eval/")}
-    if evals:
-        print("final evaluation: " + ", ".join(f"{k[5:]}={v:.3g}" for k, v in evals.items()))
+    if (run_dir / "eval.json").is_file():
+        import json
+
+        evals = json.loads((run_dir / "eval.json").read_text())
+        which = "best evaluated" if cfg.run.keep == "best" else "final"
+        print(
+            f"{which} policy's evaluation: "
+            + ", ".join(f"{k[5:]}={v:.3g}" for k, v in evals.items())
+        )
     _finish_run(run_dir, cfg)
     print(f"run directory: {run_dir}")
     return 0

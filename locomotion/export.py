@@ -182,8 +182,9 @@ def adapt_input(
 
 
 def export(run_dir: str | Path, out_dir: str | Path | None = None) -> Path:
-    """Write policy.onnx + policy.json for the newest checkpoint of `run_dir`; returns out_dir."""
-    from locomotion.train.driver import latest_checkpoint
+    """Write policy.onnx + policy.json for the policy of `run_dir` (its newest checkpoint, or
+    the best evaluated one of a `run.keep='best'` run); returns out_dir."""
+    from locomotion.train.driver import policy_checkpoint
 
     run_dir = Path(run_dir)
     if not (run_dir / "config.json").is_file():
@@ -191,7 +192,7 @@ def export(run_dir: str | Path, out_dir: str | Path | None = None) -> Path:
     task = json.loads((run_dir / "config.json").read_text())["task"]
     entry = registry.entry(task)
     cfg = config_io.load(run_dir / "config.json", type(entry.env_config))
-    ckpt = latest_checkpoint(run_dir)
+    ckpt = policy_checkpoint(run_dir, cfg.run.keep)
     if ckpt is None:
         raise FileNotFoundError(f"{run_dir} has no checkpoint to export")
     arrays = checkpoint.read_arrays(ckpt)

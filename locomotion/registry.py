@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import dataclasses
 from collections.abc import Callable
-from typing import Any
+from typing import Any, Literal
 
 from locomotion.envs import Env
 
@@ -29,6 +29,14 @@ class RunConfig:
     """Environments in the final deterministic evaluation (0 disables it)."""
     eval_seconds: float = 10.0
     """Length of the final evaluation [s]."""
+    eval_every: int = 0
+    """Also evaluate (the final evaluation's setting) every this many iterations, logged as
+    eval/* at that step; 0: only at the end."""
+    keep: Literal["last", "best"] = "last"
+    """Which policy the run ends with (export, eval.json, video): `last`, the final
+    parameters, or `best`, the evaluated checkpoint with the highest eval/return_mean
+    (checkpoints/best.npz; needs eval_every). Chosen on the evaluation it reports, so that
+    number is optimistic: check the policy elsewhere (native replay, `locomotion eval`)."""
     video_seconds: float = 5.0
     """Length of the video rendered at the end of training [s] (0 disables it)."""
     init_from: str | None = None
@@ -40,8 +48,12 @@ class RunConfig:
     def __post_init__(self):
         if self.num_iterations < 1 or self.checkpoint_every < 1 or self.log_every < 1:
             raise ValueError("num_iterations, checkpoint_every and log_every must be >= 1")
-        if self.eval_envs < 0 or self.eval_seconds <= 0:
-            raise ValueError("eval_envs must be >= 0 and eval_seconds positive")
+        if self.eval_envs < 0 or self.eval_seconds <= 0 or self.eval_every < 0:
+            raise ValueError("eval_envs and eval_every must be >= 0 and eval_seconds positive")
+        if self.keep not in ("last", "best"):
+            raise ValueError(f"keep must be 'last' or 'best', not {self.keep!r}")
+        if self.keep == "best" and (self.eval_every == 0 or self.eval_envs == 0):
+            raise ValueError("keep='best' needs eval_every > 0 and eval_envs > 0")
 
 
 @dataclasses.dataclass(frozen=True, kw_only=True)

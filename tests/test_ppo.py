@@ -16,7 +16,13 @@ from locomotion.config import TrainConfig
 from locomotion.evaluation import evaluate
 from locomotion.registry import RunConfig
 from locomotion.train import ppo
-from locomotion.train.driver import latest_checkpoint, train, warm_start
+from locomotion.train.driver import (
+    latest_checkpoint,
+    make_run_eval,
+    policy_checkpoint,
+    train,
+    warm_start,
+)
 
 
 def pendulum_config(iterations: int, seed: int = 0, **ppo_changes) -> TrainConfig:
@@ -95,6 +101,48 @@ def test_checkpoint_restores_exactly_and_resume_continues(tmp_path):
     assert int(resumed.iteration) == 4 and len(history) == 2
     assert leaves_equal(resumed.params, straight.params)
     assert leaves_equal(resumed.opt_state, straight.opt_state)
+
+
+def test_keep_best_ends_with_the_best_evaluated_checkpoint_across_a_resume(tmp_path):
+    """run.eval_every evaluates during training; run.keep='best' exports and reports the
+    checkpoint with the highest evaluated return, and a resumed run remembers it."""
+    import json
+
+    from locomotion.export import export
+
+    def config(iterations):
+        cfg = pendulum_config(iterations, seed=1)
+        run = dataclasses.replace(
+            cfg.run, eval_every=2, eval_envs=16, eval_seconds=2.0, keep="best"
+        )
+        return dataclasses.replace(cfg, run=run)
+
+    env = registry.make("pendulum_swingup")
+    run_dir = tmp_path / "run"
+    _, first = train(env, config(4), run_dir, progress=False)
+    final, second = train(env, config(6), run_dir, resume=True, progress=False)
+    evals = {
+        row["eval/iteration"]: {k: v for k, v in row.items() if k != "env_steps"}
+        for row in first + second
+        if "eval/iteration" in row
+    }
+    assert sorted(evals) == [2, 4, 6]  # every 2 iterations, the end included
+    best_it = max(evals, key=lambda it: evals[it]["eval/return_mean"])
+    best = json.loads((run_dir / "checkpoints" / "best.json").read_text())
+    assert best == evals[best_it]
+    assert json.loads((run_dir / "eval.json").read_text()) == best
+    assert policy_checkpoint(run_dir, "best").name == "best.npz"
+    assert policy_checkpoint(run_dir, "last").name == "ckpt_0000006.npz"
+    # The kept parameters are the evaluated ones: evaluating them again gives the same numbers.
+    kept = checkpoint.load(run_dir / "checkpoints" / "best.npz", final)
+    assert int(kept.iteration) == best_it
+    assert make_run_eval(env, config(6))(kept) == {
+        k: v for k, v in best.items() if k != "eval/iteration"
+    }
+    meta = json.loads((export(run_dir) / "policy.json").read_text())
+    assert meta["training"]["iterations"] == best_it
+    with pytest.raises(ValueError, match="keep='best' needs eval_every > 0"):
+        RunConfig(keep="best")
 
 
 def test_resume_refuses_a_changed_environment_state_unless_asked(tmp_path):

@@ -16,18 +16,29 @@ from locomotion import checkpoint
 from locomotion import config as config_io
 from locomotion.cat import wrap_for_training
 from locomotion.envs import Env
-from locomotion.evaluation import evaluate
+from locomotion.evaluation import make_evaluate
 from locomotion.runlog import MetricsLogger
 from locomotion.train import ppo
 from locomotion.train.config import PPOConfig
 
 CHECKPOINT_DIR = "checkpoints"
 KEEP_CHECKPOINTS = 3
+BEST = "best.npz"
+"""The best evaluated checkpoint of a `keep='best'` run (beside it best.json, its evaluation)."""
 
 
 def latest_checkpoint(run_dir: Path) -> Path | None:
     files = sorted((Path(run_dir) / CHECKPOINT_DIR).glob("ckpt_*.npz"))
     return files[-1] if files else None
+
+
+def policy_checkpoint(run_dir: Path, keep: str) -> Path | None:
+    """The checkpoint a run's policy comes from: the best evaluated one of a `keep='best'`
+    run, else the newest."""
+    best = Path(run_dir) / CHECKPOINT_DIR / BEST
+    if keep == "best" and best.is_file():
+        return best
+    return latest_checkpoint(run_dir)
 
 
 def save_checkpoint(run_dir: Path, state: ppo.TrainState) -> Path:
@@ -243,6 +254,29 @@ def train(
     step_fn = ppo.make_train_step(wrapped, pcfg, rcfg.num_iterations, mesh)
 
     history: list[dict] = []
+    evaluate = make_run_eval(env, cfg) if rcfg.eval_envs > 0 else None
+    best_json = run_dir / CHECKPOINT_DIR / "best.json" if run_dir is not None else None
+    best = (
+        json.loads(best_json.read_text())
+        if resume and rcfg.keep == "best" and best_json.is_file()
+        else None
+    )
+
+    def evaluate_and_keep(state) -> dict[str, float]:
+        """Evaluate `state`, log it at its step, and keep it if it is the best so far."""
+        nonlocal best
+        env_steps = int(state.iteration) * pcfg.batch_size
+        results = {**evaluate(state), "eval/iteration": int(state.iteration)}
+        history.append({"env_steps": env_steps, **results})
+        if logger:
+            logger.log(env_steps, results)
+        if rcfg.keep == "best" and run_dir is not None:
+            if best is None or results["eval/return_mean"] > best["eval/return_mean"]:
+                best = results
+                checkpoint.save(run_dir / CHECKPOINT_DIR / BEST, state)
+                best_json.write_text(json.dumps(best, indent=2) + "\n")
+        return results
+
     start_iter = int(state.iteration)
     bar = tqdm(
         total=rcfg.num_iterations,
@@ -279,34 +313,46 @@ def train(
             done_iters % rcfg.checkpoint_every == 0 or done_iters == rcfg.num_iterations
         ):
             save_checkpoint(run_dir, state)
+        if (
+            rcfg.eval_every
+            and done_iters % rcfg.eval_every == 0
+            and done_iters < rcfg.num_iterations
+        ):
+            evaluate_and_keep(state)
     bar.close()
 
-    if rcfg.eval_envs > 0:
-        results = run_eval(env, cfg, state)
-        history.append({"env_steps": rcfg.num_iterations * pcfg.batch_size, **results})
+    if evaluate is not None:
+        results = evaluate_and_keep(state)
+        if rcfg.keep == "best" and best is not None:
+            results = best
         if logger:
-            logger.log(rcfg.num_iterations * pcfg.batch_size, results)
             (run_dir / "eval.json").write_text(json.dumps(results, indent=2) + "\n")
     if logger:
         logger.close()
     return state, history
 
 
-def run_eval(env: Env, cfg: config_io.TrainConfig, state: ppo.TrainState) -> dict[str, float]:
-    """Deterministic MJX evaluation of the current policy on the task's evaluation config
-    (`TaskEntry.eval_env_config`: nominal physics and clean observations for the robot tasks);
-    what a run writes to eval.json."""
+def make_run_eval(env: Env, cfg: config_io.TrainConfig):
+    """`evaluate(state) -> dict`: the deterministic MJX evaluation of a training state's policy
+    on the task's evaluation config (`TaskEntry.eval_env_config`: nominal physics and clean
+    observations for the robot tasks), compiled once; what a run writes to eval.json. Every
+    call uses the same key, so checkpoints are compared on the same episodes."""
     from locomotion import registry
     from locomotion.replay import eval_report
 
     entry = registry.entry(cfg.task)
     eval_env = entry.env_class(entry.eval_env_config(cfg.env))
     nets = ppo.make_networks(env.action_size, cfg.ppo)
-    act = ppo.policy_fn(nets, state.params, state.obs_stats, cfg.ppo)
     num_steps = int(round(cfg.run.eval_seconds / eval_env.dt))
     key = jax.random.PRNGKey(cfg.run.seed + 1)
     termination = eval_report(cfg.task).termination
-    return evaluate(eval_env, act, cfg.run.eval_envs, num_steps, key, termination)
+
+    def act(policy, obs):
+        params, obs_stats = policy
+        return ppo.policy_fn(nets, params, obs_stats, cfg.ppo)(obs)
+
+    run = make_evaluate(eval_env, act, cfg.run.eval_envs, num_steps, termination)
+    return lambda state: run((state.params, state.obs_stats), key)
 
 
 def _postfix(metrics: dict[str, float]) -> dict[str, str]:
