@@ -241,7 +241,7 @@ def describe_env(env) -> dict:
     if robot is not None:
         out["robot"] = {
             "name": robot.name,
-            "mjcf_sha256": robot.mjcf_sha256(),
+            "mjcf_sha256": robot.mjcf_sha256(getattr(env.config, "scene", None)),
             "joint_names": list(robot.joint_names),
         }
         out["physics_dt"] = float(env.mj_model.opt.timestep)

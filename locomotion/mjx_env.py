@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 import jax
 import jax.numpy as jp
 import mujoco
@@ -15,9 +17,16 @@ from locomotion.robots.spec import RobotSpec, load_model
 class MjxEnv(Env):
     """An `Env` backed by an MJCF model stepped with MJX. Subclasses write the task."""
 
-    def __init__(self, robot: RobotSpec, scene: str | None, ctrl_dt: float, impl: str = "jax"):
+    def __init__(
+        self,
+        robot: RobotSpec,
+        scene: str | None,
+        ctrl_dt: float,
+        impl: str = "jax",
+        edit_scene: Callable[[mujoco.MjSpec], None] | None = None,
+    ):
         self.robot = robot
-        self.mj_model: mujoco.MjModel = load_model(robot, scene)
+        self.mj_model: mujoco.MjModel = load_model(robot, scene, edit_scene)
         sim_dt = float(self.mj_model.opt.timestep)
         self.n_substeps = int(round(ctrl_dt / sim_dt))
         if self.n_substeps < 1 or abs(self.n_substeps * sim_dt - ctrl_dt) > 1e-9:

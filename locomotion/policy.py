@@ -91,7 +91,7 @@ def load(name_or_dir: str | Path, task: str | None = None) -> Policy:
             raise PolicyError(
                 f"policy is for robot {want.get('name')!r}, the task uses {robot.name!r}"
             )
-        if want.get("mjcf_sha256") != robot.mjcf_sha256():
+        if want.get("mjcf_sha256") != robot.mjcf_sha256(getattr(env.config, "scene", None)):
             raise PolicyError(
                 f"robot {robot.name!r} MJCF has changed since the policy was "
                 "exported (sha256 differs); re-export or retrain the policy"

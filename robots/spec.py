@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 import hashlib
+from collections.abc import Callable
 from pathlib import Path
 
 import mujoco
@@ -53,10 +54,14 @@ class RobotSpec:
             )
         return ROBOTS_DIR / self.model_dir / names[scene]
 
-    def mjcf_sha256(self) -> str:
-        """Hash of all MJCF files of this robot: exported policies detect a changed model."""
+    def mjcf_sha256(self, scene: str | None = None) -> str:
+        """Hash of the MJCF files of this robot that a scene uses (the robot's own files and
+        that scene's, not the other scenes'): exported policies detect a changed model."""
+        other_scenes = {f for name, f in self.scenes if name != (scene or self.scenes[0][0])}
         digest = hashlib.sha256()
         for path in sorted((ROBOTS_DIR / self.model_dir).glob("*.xml")):
+            if path.name in other_scenes:
+                continue
             digest.update(path.name.encode())
             digest.update(path.read_bytes())
         return digest.hexdigest()
@@ -111,11 +116,22 @@ class RobotSpec:
             )
 
 
-def load_model(spec: RobotSpec, scene: str | None = None) -> mujoco.MjModel:
-    """Compile a scene's MJCF and check it against the spec; clear errors for bad files."""
+def load_model(
+    spec: RobotSpec,
+    scene: str | None = None,
+    edit: Callable[[mujoco.MjSpec], None] | None = None,
+) -> mujoco.MjModel:
+    """Compile a scene's MJCF and check it against the spec; clear errors for bad files.
+    `edit` changes the parsed scene before it compiles (e.g. `terrain.add_to_spec` gives the
+    rough scene its heightfield)."""
     path = spec.scene_path(scene)
     try:
-        model = mujoco.MjModel.from_xml_path(str(path))
+        if edit is None:
+            model = mujoco.MjModel.from_xml_path(str(path))
+        else:
+            mjspec = mujoco.MjSpec.from_file(str(path))
+            edit(mjspec)
+            model = mjspec.compile()
     except ValueError as err:  # mujoco raises ValueError with the parser's message
         raise ValueError(f"cannot compile MJCF {path}: {err}") from None
     spec.check(model)
