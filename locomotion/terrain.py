@@ -234,9 +234,9 @@ def _tile(c: TerrainConfig, kind: str, level: int, rng, n: int) -> np.ndarray:
         height = lo + (hi - lo) * d
         half = c.tile_size / 2
         for _ in range(c.obstacles_per_tile):
-            w, l = rng.uniform(*c.obstacle_size, size=2)
-            cx, cy = rng.uniform(-half, half - w), rng.uniform(-half, half - l)
-            inside = (xx >= cx) & (xx < cx + w) & (yy >= cy) & (yy < cy + l)
+            sx, sy = rng.uniform(*c.obstacle_size, size=2)
+            cx, cy = rng.uniform(-half, half - sx), rng.uniform(-half, half - sy)
+            inside = (xx >= cx) & (xx < cx + sx) & (yy >= cy) & (yy < cy + sy)
             h[inside] = rng.choice([-height, height])
         h[ring <= 0] = 0.0  # keep the platform clear
         return h

@@ -124,7 +124,7 @@ def test_height_from_the_array_is_what_mj_ray_meets(small, rough_model):
             - mujoco.mj_ray(
                 m, d, np.array([xi, yi, 5.0]), np.array([0, 0, -1.0]), None, 1, -1, geomid
             )
-            for xi, yi in zip(x, y)
+            for xi, yi in zip(x, y, strict=True)
         ]
     )
     np.testing.assert_allclose(small.height_at(x, y), ray, atol=1e-6)
