@@ -116,6 +116,40 @@ def _quadruped_joystick() -> TaskEntry:
     )
 
 
+def _rough_entry(name: str, description: str, height_scan: bool) -> TaskEntry:
+    from locomotion.tasks.quadruped_rough import QuadrupedRough, QuadrupedRoughConfig
+
+    # Trained like the joystick (its presets' PPO); `run.init_from quadruped_joystick` starts
+    # from the shipped flat-ground policy, its height-scan inputs at zero weight.
+    return TaskEntry(
+        name=name,
+        description=description,
+        env_class=QuadrupedRough,
+        env_config=QuadrupedRoughConfig(height_scan=height_scan),
+        presets=_quadruped_presets(QUADRUPED_PPO, cpu_iterations=1700),
+        eval_env_config=_legged_eval_config,
+    )
+
+
+@register("quadruped_rough")
+def _quadruped_rough() -> TaskEntry:
+    return _rough_entry(
+        "quadruped_rough",
+        "quadruped_joystick on procedural terrain (slopes, stairs, obstacles) with a terrain "
+        "curriculum and a height scan (MJX)",
+        height_scan=True,
+    )
+
+
+@register("quadruped_rough_blind")
+def _quadruped_rough_blind() -> TaskEntry:
+    return _rough_entry(
+        "quadruped_rough_blind",
+        "quadruped_rough without the height scan: proprioception only (MJX)",
+        height_scan=False,
+    )
+
+
 @register("quadruped_cat")
 def _quadruped_cat() -> TaskEntry:
     from locomotion.tasks.quadruped_cat import QuadrupedCat, QuadrupedCatConfig

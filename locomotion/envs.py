@@ -65,6 +65,13 @@ class Env(abc.ABC):
         """Control period [s]."""
         return 0.02
 
+    def restart(self, ended: State, fresh: State) -> State:
+        """The state the next episode starts from, where `ended`'s episode just ended and
+        `fresh` is a reset state drawn for it: what must survive an automatic reset goes
+        from `ended` into `fresh` here (a terrain curriculum's level). `fresh` unchanged by
+        default. Called for every env at every step (the result is used where one ended)."""
+        return fresh
+
 
 def strong_types(tree):
     """Drops JAX's weak types (`x * 1.0` of a bool is weakly typed), so that a state returned
@@ -203,6 +210,7 @@ class TrainingWrapper:
         """Where `state`'s episode ended, continue from `fresh`: its physics, observation and
         task info (a new command, new randomization); the transition's own signals stay."""
         pick = lambda new, old: jp.where(state.done > 0, new, old)  # noqa: E731
+        fresh = self.env.restart(state, fresh)
         info = dict(state.info)
         for k in fresh.info:
             if k not in _TRANSITION_KEYS:

@@ -106,7 +106,9 @@ class QuadrupedJoystick(MjxEnv):
     """Velocity-command tracking for the Solo-12-class quadruped."""
 
     def __init__(self, config: QuadrupedJoystickConfig = QuadrupedJoystickConfig()):
-        super().__init__(QUADRUPED, config.scene, config.ctrl_dt)
+        super().__init__(
+            QUADRUPED, config.scene, config.ctrl_dt, edit_scene=self.scene_edit(config)
+        )
         self.config = config
         self.episode_length = int(round(config.episode_seconds / config.ctrl_dt))
         spec, m = self.robot, self.mj_model
@@ -136,6 +138,9 @@ class QuadrupedJoystick(MjxEnv):
             jax.random.uniform(key_q, (12,), minval=-c.init_joint_noise, maxval=c.init_joint_noise)
         )
         qpos = qpos.at[7:].set(jp.clip(qpos[7:], self.joint_lower, self.joint_upper))
+        # Where the robot starts (a key of its own, so the draws above are those of every
+        # version of this task).
+        qpos, spawn_info = self.spawn(qpos, jax.random.fold_in(key, 7))
         params = self.sample_params(key_dr)
         data = mjx.make_data(self.mjx_model, impl=self.impl)
         data = data.replace(qpos=qpos, ctrl=qpos[7:])
@@ -149,6 +154,7 @@ class QuadrupedJoystick(MjxEnv):
             "feet_air_time": jp.zeros(4),
             "last_contact": jp.ones(4, dtype=bool),
             "params": params,
+            **spawn_info,
         }
         metrics = {f"reward/{name}": jp.zeros(()) for name in self.reward_names}
         metrics.update(
@@ -164,6 +170,14 @@ class QuadrupedJoystick(MjxEnv):
             info["violations"] = violations
         obs = self.observation(data, info, key_obs)
         return State(data, obs, jp.zeros(()), jp.zeros(()), metrics, info)
+
+    def scene_edit(self, config: QuadrupedJoystickConfig):
+        """A change to the scene before it compiles (`load_model`'s `edit`); none here."""
+        return None
+
+    def spawn(self, qpos: jax.Array, key: jax.Array) -> tuple[jax.Array, dict]:
+        """The initial configuration's placement and any info it adds; the keyframe's here."""
+        return qpos, {}
 
     # ------------------------------------------------------------------------------------ step
     def before_physics(self, state: State, action: jax.Array) -> tuple[State, jax.Array]:

@@ -1,0 +1,278 @@
+"""Joystick locomotion on procedural terrain (`locomotion.terrain`): slopes, rough slopes,
+stairs up and down and obstacles, in a grid of tiles whose rows are difficulty levels.
+
+Each environment lives on one tile (level, column): it spawns on the tile's flat platform at a
+random yaw, and when its episode ends the curriculum moves it (legged_gym's rule): one level up
+if it walked farther than half a tile, one down if it walked less than half the distance its
+commands asked for, and past the top level to a random level. The level survives automatic
+resets (`restart`), so the curriculum works with the training wrapper's reset pool.
+
+Observation ("state", 45 + 187): the joystick's, plus a height scan: 17 x 11 points on a grid
+of 5 cm around the base (x +-0.4 m, y +-0.25 m; legged_gym's +-0.8 x +-0.5 m scaled to the
+robot), aligned with the base's yaw, each `clip(base_z - h - scan_nominal, -1, 1)` [m] where h is
+the terrain height under the point, read from the height array as MuJoCo's collider sees it
+(`mjx.ray` does not see heightfields). The actor's scan has noise: a per-episode vertical
+offset, per-point noise and dropouts (a dropped point reads as the deepest value, 1).
+`height_scan=False` is the blind variant (the CaT paper's Solo-12 runs blind).
+Critic ("privileged_state"): the joystick's, plus the clean scan.
+
+Only the feet collide with the terrain; knees and base touching it are read from the height
+array (no contact pairs), and end the episode as on flat ground.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+
+import jax
+import jax.numpy as jp
+import numpy as np
+from mujoco import mjx
+
+from locomotion import terrain as terrain_lib
+from locomotion.envs import State
+from locomotion.tasks.quadruped_joystick import QuadrupedJoystick, QuadrupedJoystickConfig
+
+
+@dataclasses.dataclass(frozen=True, kw_only=True)
+class QuadrupedRoughConfig(QuadrupedJoystickConfig):
+    scene: str = "rough"
+    terrain: terrain_lib.TerrainConfig = terrain_lib.TerrainConfig()
+    terrain_seed: int = 0
+    """The terrain is generated from this seed (replay rebuilds it from policy.json)."""
+    height_scan: bool = True
+    """Give the actor the height scan; False: the blind variant (the critic keeps it)."""
+    scan_points: tuple[int, int] = (17, 11)
+    """Scan grid points along the base's x and y."""
+    scan_spacing: float = 0.05
+    """Spacing of the scan grid [m]."""
+    scan_nominal: float = 0.25
+    """Base height above flat ground the scan is relative to [m]."""
+    scan_noise: float = 0.01
+    """Per-point Gaussian noise of the actor's scan [m] (times obs_noise)."""
+    scan_offset_noise: float = 0.02
+    """Half range of the per-episode vertical offset of the actor's scan [m] (times obs_noise)."""
+    scan_dropout: float = 0.02
+    """Probability that a point of the actor's scan reads 1 (no return) (times obs_noise)."""
+    curriculum: bool = True
+    """Move environments between levels at episode ends; False: levels stay where spawned."""
+    max_init_level: int = 3
+    """Environments start on a level drawn uniformly in [0, max_init_level]."""
+    level: int | None = None
+    """Pin every episode to this level (evaluation); None: the curriculum's levels."""
+    terrain_type: str | None = None
+    """Pin every episode to a column of this type (evaluation); None: any column."""
+    spawn_spread: float = 0.1
+    """Half range of the spawn position around the tile centre [m] (inside the platform)."""
+    spawn_clearance: float = 0.003
+    """Lowest foot's height above the terrain at spawn, at least [m]."""
+
+    def __post_init__(self):
+        super().__post_init__()
+        t = self.terrain
+        if not 0 <= self.max_init_level < t.num_levels:
+            raise ValueError(f"max_init_level must be in [0, {t.num_levels - 1}]")
+        if self.level is not None and not 0 <= self.level < t.num_levels:
+            raise ValueError(f"level must be in [0, {t.num_levels - 1}]")
+        if self.terrain_type is not None and self.terrain_type not in t.column_types():
+            raise ValueError(
+                f"terrain_type {self.terrain_type!r} is not in this terrain's columns "
+                f"{sorted(set(t.column_types()))}"
+            )
+        if min(self.scan_points) < 1 or self.scan_spacing <= 0:
+            raise ValueError("scan_points must be >= 1 and scan_spacing positive")
+        if not 0 <= self.scan_dropout < 1:
+            raise ValueError("scan_dropout must be in [0, 1)")
+        if not 0 <= self.spawn_spread < t.platform_size / 2:
+            raise ValueError("spawn_spread must be in [0, platform_size / 2)")
+
+
+class QuadrupedRough(QuadrupedJoystick):
+    """Velocity-command tracking on terrain, with a terrain curriculum and a height scan."""
+
+    def __init__(self, config: QuadrupedRoughConfig = QuadrupedRoughConfig()):
+        self.terrain = terrain_lib.generate(config.terrain, config.terrain_seed)
+        super().__init__(config)
+        t = self.terrain
+        self.heights = jp.asarray(t.heights, jp.float32)
+        self.tile_centers = jp.asarray(t.tile_centers(), jp.float32)  # [levels, columns, 2]
+        types = config.terrain.column_types()
+        self.column_type = np.array([terrain_lib.TYPES.index(k) for k in types])
+        allowed = [
+            j
+            for j, k in enumerate(types)
+            if config.terrain_type is None or k == config.terrain_type
+        ]
+        self.allowed_columns = jp.asarray(allowed, jp.int32)
+        nx, ny = config.scan_points
+        gx = (np.arange(nx) - (nx - 1) / 2) * config.scan_spacing
+        gy = (np.arange(ny) - (ny - 1) / 2) * config.scan_spacing
+        self.scan_grid = jp.asarray(np.stack(np.meshgrid(gx, gy, indexing="ij"), -1).reshape(-1, 2))
+        self.foot_geoms = np.array([self.id("geom", g) for g in self.robot.foot_geoms])
+        self.foot_radius = float(self.mj_model.geom_size[self.foot_geoms[0], 0])
+
+    def scene_edit(self, config):
+        return lambda spec: terrain_lib.add_to_spec(spec, self.terrain)
+
+    @property
+    def num_scan_points(self) -> int:
+        return int(np.prod(self.config.scan_points))
+
+    # --------------------------------------------------------------------------------- terrain
+    def ground(self, x: jax.Array, y: jax.Array) -> jax.Array:
+        """Terrain height [m] under world (x, y)."""
+        t = self.terrain
+        return terrain_lib.height_at(self.heights, t.origin, t.cell, x, y, xp=jp)
+
+    def spawn(self, qpos: jax.Array, key: jax.Array) -> tuple[jax.Array, dict]:
+        c = self.config
+        key_level, key_col, key_xy, key_yaw, key_off = jax.random.split(key, 5)
+        if c.level is not None:
+            level = jp.asarray(c.level, jp.int32)
+        else:
+            level = jax.random.randint(key_level, (), 0, c.max_init_level + 1)
+        column = jax.random.choice(key_col, self.allowed_columns)
+        offset = jax.random.uniform(key_xy, (2,), minval=-c.spawn_spread, maxval=c.spawn_spread)
+        yaw = jax.random.uniform(key_yaw, minval=-jp.pi, maxval=jp.pi)
+        qpos = self.place(qpos, level, column, offset, yaw)
+        info = {
+            "terrain_level": level,
+            "terrain_column": column,
+            "spawn_xy": qpos[:2],
+            "commanded_distance": jp.zeros(()),
+            "scan_offset": jax.random.uniform(key_off, minval=-1.0, maxval=1.0)
+            * c.scan_offset_noise,
+        }
+        return qpos, info
+
+    def place(self, qpos, level, column, offset, yaw=None) -> jax.Array:
+        """`qpos` moved to tile (level, column) + offset, raised by the ground height there
+        (the keyframe stands on z = 0; every platform is at 0, so the feet stay just above)."""
+        xy = self.tile_centers[level, column] + offset
+        qpos = qpos.at[:2].set(xy).at[2].add(self.ground(xy[0], xy[1]))
+        if yaw is not None:
+            qpos = qpos.at[3:7].set(jp.array([jp.cos(yaw / 2), 0.0, 0.0, jp.sin(yaw / 2)]))
+        return qpos
+
+    def next_level(self, info: dict, xy: jax.Array, key: jax.Array) -> jax.Array:
+        """The curriculum's level for the next episode of an env whose episode ended at `xy`."""
+        c, t = self.config, self.config.terrain
+        level = info["terrain_level"]
+        if not c.curriculum or c.level is not None:
+            return level
+        walked = jp.linalg.norm(xy - info["spawn_xy"])
+        up = walked > t.tile_size / 2
+        down = (walked < 0.5 * info["commanded_distance"]) & ~up
+        level = level + up.astype(jp.int32) - down.astype(jp.int32)
+        past_top = level >= t.num_levels
+        random_level = jax.random.randint(key, (), 0, t.num_levels)
+        return jp.where(past_top, random_level, jp.maximum(level, 0))
+
+    def restart(self, ended: State, fresh: State) -> State:
+        """The next episode keeps the ended one's column and takes the curriculum's level: the
+        fresh state moves to that tile. Its observation is recomputed there (the scan)."""
+        info = dict(fresh.info)
+        key_level, key_obs = jax.random.split(jax.random.fold_in(info["rng"], 3))
+        data = ended.pipeline_state
+        level = self.next_level(ended.info, data.qpos[:2], key_level)
+        column = ended.info["terrain_column"]
+        old_center = self.tile_centers[info["terrain_level"], info["terrain_column"]]
+        offset = fresh.pipeline_state.qpos[:2] - old_center
+        qpos = fresh.pipeline_state.qpos.at[2].add(-self.ground(*fresh.pipeline_state.qpos[:2]))
+        qpos = self.place(qpos, level, column, offset)
+        new = fresh.pipeline_state.replace(qpos=qpos)
+        info.update(terrain_level=level, terrain_column=column, spawn_xy=qpos[:2])
+        obs = self.observation(new, info, key_obs)
+        return fresh.replace(pipeline_state=new, obs=obs, info=info)
+
+    # ----------------------------------------------------------------------------------- step
+    def after_physics(self, state: State, data: mjx.Data, action: jax.Array) -> State:
+        nstate = super().after_physics(state, data, action)
+        c = self.config
+        info = dict(nstate.info)
+        cmd = state.info["command"]
+        info["commanded_distance"] = (
+            state.info["commanded_distance"] + jp.linalg.norm(cmd[:2]) * c.ctrl_dt
+        )
+        metrics = dict(nstate.metrics)
+        metrics.update(self.terrain_metrics(info))
+        return nstate.replace(info=info, metrics=metrics)
+
+    def terrain_metrics(self, info: dict) -> dict[str, jax.Array]:
+        """terrain/level_mean and, per terrain type, the mean level of the envs on it (each
+        env reports level / share of columns of its type; the batch mean is the type's mean
+        when envs are spread over columns uniformly, as spawns are)."""
+        level = info["terrain_level"].astype(jp.float32)
+        out = {"terrain/level_mean": level}
+        kind = jp.asarray(self.column_type)[info["terrain_column"]]
+        shares = np.bincount(self.column_type, minlength=len(terrain_lib.TYPES)) / len(
+            self.column_type
+        )
+        for k, name in enumerate(terrain_lib.TYPES):
+            if shares[k] > 0:
+                out[f"terrain/level_{name}"] = level * (kind == k) / shares[k]
+        return out
+
+    def reset(self, key: jax.Array) -> State:
+        """The joystick's reset on a tile, raised where the initial joint noise put a foot
+        below `spawn_clearance` above the terrain."""
+        state = super().reset(key)
+        data = state.pipeline_state
+        feet = data.geom_xpos[self.foot_geoms]
+        clearance = feet[:, 2] - self.foot_radius - self.ground(feet[:, 0], feet[:, 1])
+        lift = jp.maximum(0.0, self.config.spawn_clearance - jp.min(clearance))
+        data = mjx.forward(self.model_for(state), data.replace(qpos=data.qpos.at[2].add(lift)))
+        obs = self.observation(data, state.info, jax.random.fold_in(key, 13))
+        metrics = {**state.metrics, **self.terrain_metrics(state.info)}
+        return state.replace(pipeline_state=data, obs=obs, metrics=metrics)
+
+    # ---------------------------------------------------------------------------- observation
+    def height_scan(self, data: mjx.Data) -> jax.Array:
+        """clip(base_z - h - scan_nominal, -1, 1) on the yaw-aligned grid [num_scan_points]."""
+        base = data.qpos[:3]
+        q = data.qpos[3:7]
+        yaw = jp.arctan2(2 * (q[0] * q[3] + q[1] * q[2]), 1 - 2 * (q[2] ** 2 + q[3] ** 2))
+        cos, sin = jp.cos(yaw), jp.sin(yaw)
+        gx, gy = self.scan_grid[:, 0], self.scan_grid[:, 1]
+        x = base[0] + cos * gx - sin * gy
+        y = base[1] + sin * gx + cos * gy
+        return jp.clip(base[2] - self.ground(x, y) - self.config.scan_nominal, -1.0, 1.0)
+
+    def observation(self, data: mjx.Data, info: dict, key: jax.Array) -> dict[str, jax.Array]:
+        obs = super().observation(data, info, key)
+        c = self.config
+        scan = self.height_scan(data)
+        out = {"privileged_state": jp.concatenate([obs["privileged_state"], scan])}
+        if not c.height_scan:
+            return {**out, "state": obs["state"]}
+        key_noise, key_drop = jax.random.split(jax.random.fold_in(key, 11))
+        noisy = scan + c.obs_noise * (
+            info["scan_offset"] + c.scan_noise * jax.random.normal(key_noise, scan.shape)
+        )
+        dropped = jax.random.uniform(key_drop, scan.shape) < c.scan_dropout * c.obs_noise
+        noisy = jp.clip(jp.where(dropped, 1.0, noisy), -1.0, 1.0)
+        return {**out, "state": jp.concatenate([obs["state"], noisy])}
+
+    @property
+    def OBSERVATION_LAYOUT(self):  # noqa: N802  (a class constant in the other tasks)
+        layout = QuadrupedJoystick.OBSERVATION_LAYOUT
+        if self.config.height_scan:
+            layout = (*layout, ("height_scan", self.num_scan_points))
+        return layout
+
+    # ------------------------------------------------------------------------------- contacts
+    def knee_heights(self, data: mjx.Data) -> jax.Array:
+        """Knee spheres' lowest points above the terrain under them [m]."""
+        p = data.geom_xpos[self.knee_geoms]
+        return p[:, 2] - self.knee_radius - self.ground(p[:, 0], p[:, 1])
+
+    def fallen(self, data: mjx.Data) -> jax.Array:
+        """A corner of the base box or a knee touches the terrain, or the robot is upside
+        down (corners over the terrain under them: the base has no contact pair)."""
+        signs = np.array([[sx, sy, sz] for sx in (-1, 1) for sy in (-1, 1) for sz in (-1, 1)])
+        local = signs * self.base_half_size  # [8, 3]
+        corners = data.geom_xpos[self.base_geom] + local @ data.geom_xmat[self.base_geom].T
+        base_low = jp.min(corners[:, 2] - self.ground(corners[:, 0], corners[:, 1])) < 0.005
+        knee_low = jp.any(self.knee_heights(data) < 0.002)
+        upside_down = self.projected_gravity(data)[2] > 0.0
+        return base_low | knee_low | upside_down

@@ -1,0 +1,153 @@
+"""quadruped_rough: spawn on the terrain, the curriculum rule and its survival across automatic
+resets, the height scan against C `mj_ray`, randomized steps, and the blind variant."""
+
+import dataclasses
+
+import jax
+import jax.numpy as jp
+import mujoco
+import numpy as np
+import pytest
+
+from locomotion import registry
+from locomotion.envs import TrainingWrapper
+from locomotion.tasks.quadruped_rough import QuadrupedRough, QuadrupedRoughConfig
+
+SHORT = QuadrupedRoughConfig(episode_seconds=0.1, fixed_command=(0.5, 0.0, 0.0), max_init_level=6)
+"""Episodes of 5 steps that ask for 0.5 m/s: too short to walk half of it, so every episode end
+moves an env one level down (never below 0); physics randomization, pushes and noise on."""
+
+
+@pytest.fixture(scope="module")
+def env():
+    return registry.make("quadruped_rough")
+
+
+@pytest.fixture(scope="module")
+def rollout():
+    """16 envs of SHORT in the training wrapper: the reset state, then 1000 steps of random
+    actions (200 automatic resets per env), checking at every step that the levels follow
+    the curriculum, that restarted envs stand on their new tile (same column), observed
+    there, and that observations stay finite."""
+    env = QuadrupedRough(SHORT)
+    wrapped = TrainingWrapper(env, 16)
+    first = jax.jit(wrapped.reset)(jax.random.PRNGKey(1))
+    step = jax.jit(wrapped.step)
+    state = first
+    columns = np.asarray(state.info["terrain_column"])
+    level = np.asarray(state.info["terrain_level"])
+    assert level.max() > 3
+    ends = 0
+    for k in jax.random.split(jax.random.PRNGKey(2), 1000):
+        state = step(state, jax.random.uniform(k, (16, 12), minval=-1, maxval=1))
+        assert np.isfinite(state.obs["state"]).all()
+        done = np.asarray(state.done) > 0
+        ends += done.sum()
+        level = np.where(done, np.maximum(level - 1, 0), level)
+        assert np.array_equal(state.info["terrain_level"], level)
+        assert np.array_equal(state.info["terrain_column"], columns)
+        if done.any():
+            centers = env.tile_centers[level, columns]
+            moved = np.abs(state.pipeline_state.qpos[:, :2] - centers).max(axis=1)
+            assert (moved[done] <= SHORT.spawn_spread + 1e-5).all()
+            scan = jax.vmap(env.height_scan)(state.pipeline_state)
+            privileged = state.obs["privileged_state"][:, -scan.shape[1] :]
+            np.testing.assert_allclose(privileged, scan, atol=1e-5)
+    return env, first, state, level, ends
+
+
+def test_spawn_is_on_a_platform_above_the_local_terrain(rollout):
+    env, first = rollout[:2]
+    data, info = first.pipeline_state, first.info
+    c = env.config
+    assert set(np.unique(info["terrain_level"])) <= set(range(c.max_init_level + 1))
+    assert len(np.unique(info["terrain_column"])) > 5  # spread over the columns
+    centers = env.tile_centers[info["terrain_level"], info["terrain_column"]]
+    assert np.abs(data.qpos[:, :2] - centers).max() <= c.spawn_spread + 1e-6
+    feet = np.array([env.id("geom", g) for g in env.robot.foot_geoms])
+    foot = data.geom_xpos[:, feet]  # [envs, 4, 3]
+    ground = env.terrain.height_at(np.asarray(foot[..., 0]), np.asarray(foot[..., 1]))
+    clearance = np.asarray(foot[..., 2]) - env.foot_radius - ground
+    lowest = clearance.min(axis=1)  # the other feet sit higher by the initial joint noise
+    assert lowest.min() >= c.spawn_clearance - 1e-5 and lowest.max() < 0.01, lowest
+    yaws = 2 * np.arctan2(data.qpos[:, 6], data.qpos[:, 3])
+    assert np.ptp(yaws) > 3.0  # random headings
+
+
+def test_the_level_survives_1000_randomized_steps_of_automatic_resets(rollout):
+    env, first, last, level, ends = rollout
+    assert first.obs["state"].shape[-1] == 45 + 17 * 11
+    assert ends >= 16 * 190 and level.max() == 0  # every env walked down to level 0
+
+
+def test_blind_variant_has_the_same_task_without_the_scan():
+    """quadruped_rough_blind: the actor sees the joystick's 45 entries, the critic keeps the
+    scan; reset and step trace to the same state structure (its finite rollout is the
+    variant above minus an observation branch)."""
+    blind = registry.make("quadruped_rough_blind")
+    seeing = registry.make("quadruped_rough")
+    assert blind.observation_size == {"state": 45, "privileged_state": 56 + 187}
+    assert seeing.observation_size == {"state": 45 + 187, "privileged_state": 56 + 187}
+    assert [n for n, _ in blind.OBSERVATION_LAYOUT] == [
+        n for n, _ in seeing.OBSERVATION_LAYOUT if n != "height_scan"
+    ]
+    key = jax.ShapeDtypeStruct((2,), jp.uint32)
+    state = jax.eval_shape(blind.reset, key)
+    after = jax.eval_shape(blind.step, state, jax.ShapeDtypeStruct((12,), jp.float32))
+    assert jax.tree.structure(after) == jax.tree.structure(state)
+
+
+def test_curriculum_rule(env):
+    t = env.config.terrain
+    info = lambda level: {  # noqa: E731
+        "terrain_level": jp.asarray(level),
+        "spawn_xy": jp.zeros(2),
+        "commanded_distance": jp.asarray(3.0),  # the commands asked for 3 m
+    }
+    key = jax.random.PRNGKey(0)
+    half = t.tile_size / 2
+    assert env.next_level(info(2), jp.array([half + 0.1, 0.0]), key) == 3  # crossed half a tile
+    assert env.next_level(info(2), jp.array([0.0, 1.4]), key) == 1  # under half of 3 m
+    assert env.next_level(info(2), jp.array([1.5, 1.2]), key) == 2  # 1.92 m: neither
+    assert env.next_level(info(0), jp.array([0.1, 0.0]), key) == 0  # no level below 0
+    top = [
+        int(env.next_level(info(t.num_levels - 1), jp.array([half + 0.5, 0.0]), k))
+        for k in jax.random.split(key, 30)
+    ]
+    assert min(top) >= 0 and max(top) < t.num_levels and len(set(top)) > 3  # random level
+    pinned = QuadrupedRough(dataclasses.replace(env.config, curriculum=False))
+    assert pinned.next_level(info(2), jp.array([half + 0.1, 0.0]), key) == 2
+
+
+def test_height_scan_matches_mj_ray(env):
+    """The scan from the height array against C mj_ray onto the heightfield (robot geoms,
+    group 2, left out) at random positions, heights and yaws over the terrain."""
+    m = env.mj_model
+    d = mujoco.MjData(m)
+    rng = np.random.default_rng(0)
+    scan = jax.jit(env.height_scan)
+    groups = np.array([1, 0, 0, 0, 0, 0], np.uint8)  # the terrain only
+    geomid = np.zeros(1, np.int32)
+    ex, ey = env.terrain.extent
+    for _ in range(20):
+        x, y = np.asarray(env.terrain.origin) + rng.uniform(0.05, 0.95, 2) * (ex, ey)
+        yaw = rng.uniform(-np.pi, np.pi)
+        z = env.terrain.height_at(x, y) + rng.uniform(0.15, 0.4)
+        d.qpos[:7] = [x, y, z, np.cos(yaw / 2), 0, 0, np.sin(yaw / 2)]
+        mujoco.mj_forward(m, d)
+        rot = d.xmat[env.base_body].reshape(3, 3)
+        expected = []
+        for gx, gy in np.asarray(env.scan_grid):
+            px, py, _ = d.qpos[:3] + rot @ np.array([gx, gy, 0.0])
+            dist = mujoco.mj_ray(
+                m, d, np.array([px, py, 5.0]), np.array([0, 0, -1.0]), groups, 1, -1, geomid
+            )
+            expected.append(np.clip(z - (5.0 - dist) - env.config.scan_nominal, -1, 1))
+        got = scan(_data(env, d))
+        np.testing.assert_allclose(np.asarray(got), expected, atol=2e-4)
+
+
+def _data(env, d):
+    from mujoco import mjx
+
+    return mjx.make_data(env.mjx_model).replace(qpos=jp.asarray(d.qpos))
