@@ -244,6 +244,9 @@ def describe_env(env) -> dict:
             "mjcf_sha256": robot.mjcf_sha256(getattr(env.config, "scene", None)),
             "joint_names": list(robot.joint_names),
         }
+        terrain = getattr(env, "terrain", None)
+        if terrain is not None:  # rebuilt from env_config on load, and checked against this
+            out["terrain"] = terrain.identity()
         out["physics_dt"] = float(env.mj_model.opt.timestep)
         out["physics_substeps"] = env.n_substeps
     layout = getattr(env, "OBSERVATION_LAYOUT", None)

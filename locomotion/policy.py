@@ -110,9 +110,20 @@ def load(name_or_dir: str | Path, task: str | None = None) -> Policy:
     check_layout(meta, env)
     policy = Policy(path, meta, session)
     try:
-        policy.env_config()
+        config = policy.env_config()
     except ValueError as err:
         raise PolicyError(f"{meta_path}: {err}") from None
+    if "terrain" in meta:
+        from locomotion import terrain
+
+        rebuilt = terrain.generate(config.terrain, config.terrain_seed).identity()
+        if rebuilt != meta["terrain"]:
+            what = [k for k in rebuilt if rebuilt[k] != meta["terrain"].get(k)]
+            raise PolicyError(
+                f"{meta_path}: the terrain rebuilt from its settings differs from the one the "
+                f"policy was trained on ({', '.join(what)} differ): the terrain generator or "
+                "its settings changed since the export"
+            )
     return policy
 
 

@@ -13,6 +13,7 @@ and per-step events to count per episode. Tasks that declare none get `LOCOMOTIO
 
 from __future__ import annotations
 
+import copy
 import dataclasses
 from collections.abc import Callable
 
@@ -90,7 +91,35 @@ class NativeRunner:
         self._observe = jax.jit(env.observation)
 
     def to_mjx(self) -> mjx.Data:
-        return mjx.put_data(self.model, self.data, impl=self.env.impl)
+        try:
+            return mjx.put_data(self.model, self.data, impl=self.env.impl)
+        except ValueError as err:
+            if "too high" not in str(err):
+                raise
+        return self.to_mjx_without_contacts()
+
+    def to_mjx_without_contacts(self) -> mjx.Data:
+        """The native state for the task code when C MuJoCo found more contacts than MJX's
+        fixed buffers hold (on a heightfield it keeps every cell prism a foot touches; MJX at
+        most 4 per pair). The task reads the state, kinematics and sensors, not the contact
+        list: this is a contact-free forward pass of the state the last mj_step started from
+        (whose kinematics mj_step leaves in MjData, as mjx.step does), with the current
+        positions, velocities, accelerations and native sensor readings (touch included)."""
+        if not hasattr(self, "_scratch"):
+            self._no_contact = copy.copy(self.model)
+            self._no_contact.opt.disableflags |= mujoco.mjtDisableBit.mjDSBL_CONTACT
+            self._scratch = mujoco.MjData(self._no_contact)
+        d = self._scratch
+        start = self._last_start
+        d.time = start["time"]
+        for name, value in start.items():
+            if name != "time":
+                getattr(d, name)[:] = value
+        mujoco.mj_forward(self._no_contact, d)
+        d.time = self.data.time
+        for name in ("qpos", "qvel", "qacc", "act", "sensordata"):
+            getattr(d, name)[:] = getattr(self.data, name)
+        return mjx.put_data(self.model, d, impl=self.env.impl)
 
     def reset(self, key: jax.Array):
         state = self._reset(key)
@@ -101,6 +130,7 @@ class NativeRunner:
         self.data.ctrl[:] = np.asarray(d.ctrl)
         self._copy_mocap(d)
         mujoco.mj_forward(self.model, self.data)
+        self._last_start = self._copy_state()
         data = self.to_mjx()
         obs = self._observe(data, state.info, jax.random.PRNGKey(0))
         return state.replace(pipeline_state=data, obs=obs)
@@ -111,9 +141,15 @@ class NativeRunner:
         self.data.qvel[:] = np.asarray(state.pipeline_state.qvel)  # pushes, if any
         self.data.ctrl[:] = np.asarray(ctrl)
         self._copy_mocap(state.pipeline_state)
-        for _ in range(self.env.n_substeps):
+        for k in range(self.env.n_substeps):
+            if k == self.env.n_substeps - 1:  # mj_step's kinematics are of the state before it
+                self._last_start = self._copy_state()
             mujoco.mj_step(self.model, self.data)
         return self._after(state, self.to_mjx(), action)
+
+    def _copy_state(self) -> dict[str, np.ndarray]:
+        names = ("qpos", "qvel", "act", "ctrl", "mocap_pos", "mocap_quat")
+        return {"time": self.data.time, **{n: getattr(self.data, n).copy() for n in names}}
 
     def _copy_mocap(self, d: mjx.Data) -> None:
         """Mocap bodies the task moves (e.g. a goal marker) follow the task's MJX state."""

@@ -117,10 +117,10 @@ class TerrainConfig:
         lo, hi = self.step_height
         return lo + (hi - lo) * self.difficulty(level)
 
-    def identity(self, seed: int) -> str:
-        """The terrain's identity: seed and a hash of this config (what replay rebuilds)."""
+    def sha256(self) -> str:
+        """Hash of this config (every field)."""
         text = json.dumps(dataclasses.asdict(self), sort_keys=True)
-        return f"seed={seed};sha256={hashlib.sha256(text.encode()).hexdigest()[:16]}"
+        return hashlib.sha256(text.encode()).hexdigest()
 
 
 def _whole(x: float) -> bool:
@@ -166,8 +166,17 @@ class Terrain:
         each cell; outside the grid, the edge height. `xp`: numpy or jax.numpy."""
         return height_at(xp.asarray(self.heights), self.origin, self.cell, x, y, xp)
 
-    def identity(self) -> str:
-        return self.config.identity(self.seed)
+    def identity(self) -> dict:
+        """What policy.json records so that replay can rebuild and check the terrain: the
+        seed, the config's hash and the generated heights' hash (which also changes if the
+        generator's code does)."""
+        return {
+            "seed": self.seed,
+            "config_sha256": self.config.sha256(),
+            "heights_sha256": hashlib.sha256(
+                np.ascontiguousarray(self.heights).tobytes()
+            ).hexdigest(),
+        }
 
 
 def height_at(heights, origin, cell: float, x, y, xp: Any = np):

@@ -86,8 +86,9 @@ def test_seeded_generation():
     a, b, other = T.generate(SMALL, 3), T.generate(SMALL, 3), T.generate(SMALL, 4)
     assert np.array_equal(a.heights, b.heights) and a.identity() == b.identity()
     assert not np.array_equal(a.heights, other.heights) and a.identity() != other.identity()
-    changed = dataclasses.replace(SMALL, step_width=0.15)
-    assert changed.identity(3) != SMALL.identity(3)
+    changed = T.generate(dataclasses.replace(SMALL, step_width=0.2), 3)
+    assert changed.identity()["config_sha256"] != a.identity()["config_sha256"]
+    assert changed.identity()["heights_sha256"] != a.identity()["heights_sha256"]
 
 
 def test_bad_config_is_refused():
