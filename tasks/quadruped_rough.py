@@ -31,6 +31,7 @@ from mujoco import mjx
 
 from locomotion import terrain as terrain_lib
 from locomotion.envs import State
+from locomotion.replay import LOCOMOTION_REPORT
 from locomotion.tasks.quadruped_joystick import QuadrupedJoystick, QuadrupedJoystickConfig
 
 
@@ -90,6 +91,13 @@ class QuadrupedRoughConfig(QuadrupedJoystickConfig):
 class QuadrupedRough(QuadrupedJoystick):
     """Velocity-command tracking on terrain, with a terrain curriculum and a height scan."""
 
+    # Evaluations add the share of episodes that crossed their tile (`crossed_mean`): pinned
+    # to one type and level (`--env.terrain-type stairs_up --env.level 5`), the success rate.
+    EVAL_REPORT = dataclasses.replace(
+        LOCOMOTION_REPORT,
+        episode_counts=(("crossed", "terrain/crossed", "tile crossed (share of episodes)"),),
+    )
+
     def __init__(self, config: QuadrupedRoughConfig = QuadrupedRoughConfig()):
         self.terrain = terrain_lib.generate(config.terrain, config.terrain_seed)
         super().__init__(config)
@@ -140,6 +148,7 @@ class QuadrupedRough(QuadrupedJoystick):
             "terrain_column": column,
             "spawn_xy": qpos[:2],
             "commanded_distance": jp.zeros(()),
+            "crossed": jp.zeros((), bool),
             "scan_offset": jax.random.uniform(key_off, minval=-1.0, maxval=1.0)
             * c.scan_offset_noise,
         }
@@ -194,8 +203,14 @@ class QuadrupedRough(QuadrupedJoystick):
         info["commanded_distance"] = (
             state.info["commanded_distance"] + jp.linalg.norm(cmd[:2]) * c.ctrl_dt
         )
+        # Success on a tile: the robot got farther than half a tile from its spawn point (it
+        # left the tile's terrain behind), counted once per episode.
+        far = jp.linalg.norm(data.qpos[:2] - info["spawn_xy"]) > c.terrain.tile_size / 2
+        crossed_now = far & ~state.info["crossed"]
+        info["crossed"] = state.info["crossed"] | far
         metrics = dict(nstate.metrics)
         metrics.update(self.terrain_metrics(info))
+        metrics["terrain/crossed"] = crossed_now * 1.0
         return nstate.replace(info=info, metrics=metrics)
 
     def terrain_metrics(self, info: dict) -> dict[str, jax.Array]:
@@ -224,6 +239,7 @@ class QuadrupedRough(QuadrupedJoystick):
         data = mjx.forward(self.model_for(state), data.replace(qpos=data.qpos.at[2].add(lift)))
         obs = self.observation(data, state.info, jax.random.fold_in(key, 13))
         metrics = {**state.metrics, **self.terrain_metrics(state.info)}
+        metrics["terrain/crossed"] = jp.zeros(())
         return state.replace(pipeline_state=data, obs=obs, metrics=metrics)
 
     # ---------------------------------------------------------------------------- observation

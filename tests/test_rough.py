@@ -166,6 +166,13 @@ def test_native_replay_steps_the_task_on_the_heightfield(env):
         state = runner.step(state, np.zeros(12))
     assert np.isfinite(state.obs["state"]).all() and state.done == 0
     assert runner.data.ncon > 0
+    # Success on a tile: moved past half a tile from the spawn point, counted once.
+    assert state.metrics["terrain/crossed"] == 0
+    runner.data.qpos[0] += env.config.terrain.tile_size / 2 + 0.1
+    state = runner.step(state, np.zeros(12))
+    assert state.metrics["terrain/crossed"] == 1 and state.info["crossed"]
+    state = runner.step(state, np.zeros(12))
+    assert state.metrics["terrain/crossed"] == 0 and state.info["crossed"]
     full, bare = runner.to_mjx(), runner.to_mjx_without_contacts()
     for name in ("qpos", "qvel", "sensordata", "xpos", "geom_xpos", "site_xmat", "actuator_force"):
         np.testing.assert_allclose(
