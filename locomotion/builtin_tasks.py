@@ -175,6 +175,20 @@ def _quadruped_cat() -> TaskEntry:
     )
 
 
+@register("quadruped_cat_rough")
+def _quadruped_cat_rough() -> TaskEntry:
+    from locomotion.tasks.quadruped_cat import QuadrupedCatRough, QuadrupedCatRoughConfig
+
+    return dataclasses.replace(
+        _quadruped_rough(),
+        name="quadruped_cat_rough",
+        description="quadruped_cat on quadruped_rough's terrain, curriculum and height scan",
+        env_class=QuadrupedCatRough,
+        env_config=QuadrupedCatRoughConfig(),
+        presets=_quadruped_presets(QUADRUPED_PPO_BEFORE, cpu_iterations=1700),
+    )
+
+
 # Hand tasks on 2 CPU cores: MJX steps about 1.15k control steps/s in training (10 physics
 # substeps of 8 solver iterations each, 256 envs), flat in num_envs, so more envs only make
 # iterations longer. Exploration noise starts at std 0.6 (0.3 rad of joint target) for a task

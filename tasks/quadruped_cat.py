@@ -139,3 +139,32 @@ class QuadrupedCat(QuadrupedJoystick):
             }
         )
         return out
+
+
+def _rough():  # imported late: quadruped_rough imports the evaluation code
+    from locomotion.tasks.quadruped_rough import QuadrupedRough, QuadrupedRoughConfig
+
+    return QuadrupedRough, QuadrupedRoughConfig
+
+
+_QuadrupedRough, _QuadrupedRoughConfig = _rough()
+
+
+@dataclasses.dataclass(frozen=True, kw_only=True)
+class QuadrupedCatRoughConfig(_QuadrupedRoughConfig, QuadrupedCatConfig):
+    """quadruped_cat's commands, reward and limits on quadruped_rough's terrain. (Each base
+    carries every joystick field; the later base in the MRO would win, so the fields
+    QuadrupedCatConfig changes are stated again.)"""
+
+    vx_range: tuple[float, float] = QuadrupedCatConfig.vx_range
+    vy_range: tuple[float, float] = QuadrupedCatConfig.vy_range
+    yaw_range: tuple[float, float] = QuadrupedCatConfig.yaw_range
+    rewards: RewardScales = TRACKING_ONLY
+
+
+class QuadrupedCatRough(QuadrupedCat, _QuadrupedRough):
+    """CaT on the terrain (the paper's setting: its Solo-12 runs a parkour of steps): the
+    constraints of quadruped_cat, the terrain, curriculum and height scan of quadruped_rough."""
+
+    def __init__(self, config: QuadrupedCatRoughConfig = QuadrupedCatRoughConfig()):
+        super().__init__(config)

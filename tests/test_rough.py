@@ -25,12 +25,13 @@ def env():
 
 @pytest.fixture(scope="module")
 def rollout():
-    """16 envs of SHORT in the training wrapper: the reset state, then 1000 steps of random
-    actions (200 automatic resets per env), checking at every step that the levels follow
-    the curriculum, that restarted envs stand on their new tile (same column), observed
-    there, and that observations stay finite."""
+    """8 envs of SHORT in the training wrapper: the reset state, then 60 steps of random
+    actions (12 automatic resets per env), checking at every step that the levels follow the
+    curriculum, that restarted envs stand on their new tile (same column), observed there,
+    and that observations stay finite. (1000 randomized steps of every task, with their own
+    episode lengths: tests/test_tasks.py.)"""
     env = QuadrupedRough(SHORT)
-    wrapped = TrainingWrapper(env, 16)
+    wrapped = TrainingWrapper(env, 8)
     first = jax.jit(wrapped.reset)(jax.random.PRNGKey(1))
     step = jax.jit(wrapped.step)
     state = first
@@ -38,8 +39,8 @@ def rollout():
     level = np.asarray(state.info["terrain_level"])
     assert level.max() > 3
     ends = 0
-    for k in jax.random.split(jax.random.PRNGKey(2), 1000):
-        state = step(state, jax.random.uniform(k, (16, 12), minval=-1, maxval=1))
+    for k in jax.random.split(jax.random.PRNGKey(2), 60):
+        state = step(state, jax.random.uniform(k, (8, 12), minval=-1, maxval=1))
         assert np.isfinite(state.obs["state"]).all()
         done = np.asarray(state.done) > 0
         ends += done.sum()
@@ -61,7 +62,7 @@ def test_spawn_is_on_a_platform_above_the_local_terrain(rollout):
     data, info = first.pipeline_state, first.info
     c = env.config
     assert set(np.unique(info["terrain_level"])) <= set(range(c.max_init_level + 1))
-    assert len(np.unique(info["terrain_column"])) > 5  # spread over the columns
+    assert len(np.unique(info["terrain_column"])) > 3  # spread over the columns
     centers = env.tile_centers[info["terrain_level"], info["terrain_column"]]
     assert np.abs(data.qpos[:, :2] - centers).max() <= c.spawn_spread + 1e-6
     feet = np.array([env.id("geom", g) for g in env.robot.foot_geoms])
@@ -74,10 +75,10 @@ def test_spawn_is_on_a_platform_above_the_local_terrain(rollout):
     assert np.ptp(yaws) > 3.0  # random headings
 
 
-def test_the_level_survives_1000_randomized_steps_of_automatic_resets(rollout):
+def test_the_level_survives_automatic_resets(rollout):
     env, first, last, level, ends = rollout
     assert first.obs["state"].shape[-1] == 45 + 17 * 11
-    assert ends >= 16 * 190 and level.max() == 0  # every env walked down to level 0
+    assert ends >= 8 * 12 and level.max() == 0  # every env walked down to level 0
 
 
 def test_blind_variant_has_the_same_task_without_the_scan():
@@ -178,3 +179,22 @@ def test_native_replay_steps_the_task_on_the_heightfield(env):
         np.testing.assert_allclose(
             getattr(bare, name), getattr(full, name), atol=1e-5, err_msg=name
         )
+
+
+def test_cat_runs_on_the_terrain():
+    """quadruped_cat_rough: CaT's commands, tracking-only reward and 11 constraints on the
+    terrain with its scan; the CaT training wrapper traces over it (shapes only)."""
+    from locomotion.cat import CaTWrapper, wrap_for_training
+
+    env = registry.make("quadruped_cat_rough")
+    cat, rough = registry.make("quadruped_cat"), registry.make("quadruped_rough")
+    assert [c.name for c in env.constraints] == [c.name for c in cat.constraints]
+    assert env.config.vx_range == cat.config.vx_range and env.config.rewards == cat.config.rewards
+    assert env.config.terrain == rough.config.terrain and env.config.scene == "rough"
+    assert env.observation_size == rough.observation_size
+    wrapped = wrap_for_training(env, 4)
+    assert isinstance(wrapped, CaTWrapper)
+    state = jax.eval_shape(wrapped.reset, jax.ShapeDtypeStruct((2,), jp.uint32))
+    after = jax.eval_shape(wrapped.step, state, jax.ShapeDtypeStruct((4, 12), jp.float32))
+    assert jax.tree.structure(after) == jax.tree.structure(state)
+    assert "terrain/level_mean" in after.metrics and "cat/delta_mean" in after.metrics

@@ -133,6 +133,18 @@ def test_height_from_the_array_is_what_mj_ray_meets(small, rough_model):
     np.testing.assert_allclose(np.asarray(got), ray, atol=1e-4)  # float32 coordinates
 
 
+_STEPPERS = {}
+
+
+def stepper(m):
+    """50 mjx.step calls, compiled once per model."""
+    if id(m) not in _STEPPERS:
+        mx = mjx.put_model(m)
+        run = jax.jit(lambda dx: jax.lax.fori_loop(0, 50, lambda _, s: mjx.step(mx, s), dx))
+        _STEPPERS[id(m)] = (mx, run)
+    return _STEPPERS[id(m)]
+
+
 def divergence(m, place, rng) -> tuple[float, float]:
     """Max |MJX - C| of joint angles [rad] and base position [m] after 50 physics steps from
     the same in-contact state and controls: the robot placed by `place(d)`, lowered to 5 mm
@@ -150,13 +162,13 @@ def divergence(m, place, rng) -> tuple[float, float]:
         mujoco.mj_step(m, d)
     assert d.ncon >= 2, "the feet should touch the ground"
     d.ctrl[:] = d.qpos[7:] + rng.uniform(-0.1, 0.1, 12)
-    mx = mjx.put_model(m)
+    mx, run = stepper(m)
     # The state, not the contact list: C MuJoCo keeps every heightfield prism a foot touches
     # (several per foot), MJX at most 4 per pair; both recompute contacts on the next step.
     dx = mjx.make_data(mx).replace(
         qpos=jp.array(d.qpos), qvel=jp.array(d.qvel), ctrl=jp.array(d.ctrl), time=d.time
     )
-    dx = jax.jit(lambda dx: jax.lax.fori_loop(0, 50, lambda _, s: mjx.step(mx, s), dx))(dx)
+    dx = run(dx)
     for _ in range(50):
         mujoco.mj_step(m, d)
     joints = float(np.abs(np.asarray(dx.qpos[7:]) - d.qpos[7:]).max())
