@@ -1,12 +1,15 @@
 """Environment and training throughput of a task at several num_envs (not a test).
 
     python benchmarks/throughput.py [--task quadruped_joystick] [--num-envs 64 256 512]
+    python benchmarks/throughput.py --task quadruped_rough --against quadruped_joystick
+
 
 Reports control steps per second for (a) the bare batched step `vmap(env.step)` with random
 actions, (b) the same inside the training wrapper (time limit, automatic reset), also as a
 ratio to (a), and (c) full PPO iterations (rollout + GAE + updates); (b) and (c) also as a ratio
 to the reference measured in the same run: native MuJoCo (C mj_step) on one core stepping the
-same model at the same control rate.
+same model at the same control rate. `--against TASK` also measures TASK at the same num_envs in
+the same run and prints the ratios (e.g. the terrain's cost: rough against flat).
 """
 
 from __future__ import annotations
@@ -101,7 +104,10 @@ def main():
     parser.add_argument("--task", default="quadruped_joystick")
     parser.add_argument("--num-envs", type=int, nargs="+", default=[64, 256, 512])
     parser.add_argument("--skip-train", action="store_true")
+    parser.add_argument("--against", help="a second task measured at the same num_envs")
     args = parser.parse_args()
+    if args.against:
+        return compare(args.task, args.against, args.num_envs, args.skip_train)
 
     entry = registry.entry(args.task)
     env = entry.env_class(entry.env_config)
@@ -125,6 +131,25 @@ def main():
             f"{env_sps / reference:>8.2f} | {train_sps:>13,.0f} | {train_sps / reference:>8.2f}",
             flush=True,
         )
+
+
+def compare(task: str, against: str, sizes: list[int], skip_train: bool) -> None:
+    """env and training steps/s of `task` and `against` at each size, and their ratios."""
+    envs = {}
+    for name in (task, against):
+        entry = registry.entry(name)
+        envs[name] = (entry.env_class(entry.env_config), entry.presets["cpu"][0])
+    print(f"backend {jax.default_backend()} | jax {jax.__version__} | {task} against {against}")
+    print(f"{'num_envs':>9} | {'task':>24} | {'env steps/s':>12} | {'train steps/s':>13}")
+    for n in sizes:
+        rows = {}
+        for name, (env, cfg) in envs.items():
+            env_sps = env_throughput(env, n)
+            train_sps = float("nan") if skip_train else train_throughput(env, cfg, n)
+            rows[name] = (env_sps, train_sps)
+            print(f"{n:>9} | {name:>24} | {env_sps:>12,.0f} | {train_sps:>13,.0f}", flush=True)
+        (e1, t1), (e2, t2) = rows[task], rows[against]
+        print(f"{n:>9} | {'ratio':>24} | {e1 / e2:>12.2f} | {t1 / t2:>13.2f}", flush=True)
 
 
 if __name__ == "__main__":
