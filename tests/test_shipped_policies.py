@@ -249,9 +249,17 @@ def test_training_config_describes_the_run_that_made_the_policy(name):
     assert as_json(cfg.env) == meta["env_config"]
     assert as_json(cfg.ppo) == meta["training"]["ppo"]
     assert cfg.run.seed == meta["training"]["seed"]
-    steps = cfg.run.num_iterations * cfg.ppo.batch_size
-    assert steps == meta["training"]["env_steps"] == summary["env_steps"]
-    assert cfg.run.num_iterations == meta["training"]["iterations"] == summary["iterations"]
+    assert cfg.run.num_iterations == summary["iterations"]
+    assert cfg.run.num_iterations * cfg.ppo.batch_size == summary["env_steps"]
+    # The policy is the final iteration's, or for a run that kept its best evaluated
+    # checkpoint (`run.keep = "best"`) that evaluation's iteration.
+    kept = summary.get("policy_iteration", cfg.run.num_iterations)
+    if cfg.run.keep == "best":
+        assert kept == cfg.run.num_iterations or kept % cfg.run.eval_every == 0
+    else:
+        assert kept == cfg.run.num_iterations
+    assert meta["training"]["iterations"] == kept
+    assert meta["training"]["env_steps"] == kept * cfg.ppo.batch_size
     if "provenance" in written:
         assert len(written["provenance"]) > 40, written["provenance"]
     else:
