@@ -113,7 +113,7 @@ def test_keep_best_ends_with_the_best_evaluated_checkpoint_across_a_resume(tmp_p
     def config(iterations):
         cfg = pendulum_config(iterations, seed=1)
         run = dataclasses.replace(
-            cfg.run, eval_every=2, eval_envs=16, eval_seconds=2.0, keep="best"
+            cfg.run, eval_every=1, eval_envs=16, eval_seconds=2.0, keep="best"
         )
         return dataclasses.replace(cfg, run=run)
 
@@ -126,7 +126,8 @@ def test_keep_best_ends_with_the_best_evaluated_checkpoint_across_a_resume(tmp_p
         for row in first + second
         if "eval/iteration" in row
     }
-    assert sorted(evals) == [2, 4, 6]  # every 2 iterations, the end included
+    # Every iteration, the end included; the first before any checkpoint was written.
+    assert sorted(evals) == [1, 2, 3, 4, 5, 6]
     best_it = max(evals, key=lambda it: evals[it]["eval/return_mean"])
     best = json.loads((run_dir / "checkpoints" / "best.json").read_text())
     assert best == evals[best_it]

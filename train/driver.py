@@ -273,6 +273,7 @@ def train(
         if rcfg.keep == "best" and run_dir is not None:
             if best is None or results["eval/return_mean"] > best["eval/return_mean"]:
                 best = results
+                (run_dir / CHECKPOINT_DIR).mkdir(parents=True, exist_ok=True)
                 checkpoint.save(run_dir / CHECKPOINT_DIR / BEST, state)
                 best_json.write_text(json.dumps(best, indent=2) + "\n")
         return results
