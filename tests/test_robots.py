@@ -40,8 +40,8 @@ def test_malformed_mjcf_gives_clear_error(tmp_path, monkeypatch):
     spec = dataclasses.replace(QUADRUPED, model_dir="bad", scenes=(("flat", "scene.xml"),))
     with pytest.raises(ValueError, match="cannot compile MJCF"):
         load_model(spec)
-    with pytest.raises(ValueError, match="no scene 'rough'"):
-        QUADRUPED.scene_path("rough")
+    with pytest.raises(ValueError, match="no scene 'ice'; known scenes: \\['flat', 'rough'\\]"):
+        QUADRUPED.scene_path("ice")
 
 
 def test_robot_stands_under_default_pose():
