@@ -146,8 +146,8 @@ def test_joystick_policy_walks(tmp_path):
 def test_cat_policy_walks_within_its_constraints(tmp_path):
     """The CaT policy meets the joystick policy's walking bar (measured: 0.077 m/s; the
     joystick policy 0.069) with no penalty terms, and keeps the hard and physical limits
-    (measured: torque at the clamp 0.2 % of steps, everything else but the style constraints and the base
-    orientation at 0)."""
+    (measured: torque at the clamp 0.2 % of steps, everything else but the style constraints
+    and the base orientation at 0)."""
     result = reproduce("quadruped_cat", tmp_path)
     assert result["fall_rate"] == 0.0
     assert result["lin_vel_error"] < 0.1, result["lin_vel_error"]
