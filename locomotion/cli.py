@@ -7,6 +7,7 @@
     locomotion export RUN_DIR [-o DIR]
     locomotion eval POLICY [--episodes N] [--seconds S] [--seed S] [--command vx,vy,wz]
                            [--json FILE] [--compare-mjx] [--env.FIELD VALUE ...]
+                           [--terrain TYPE ...] [--level L ...] [--sweep]
     locomotion video POLICY -o FILE.mp4 [--seconds S] [--command vx,vy,wz] [--width W --height H]
 
 POLICY is an exported policy directory or the name of a shipped policy (`locomotion list`).
@@ -144,6 +145,25 @@ def _eval(args: list[str]) -> int:
         action="store_true",
         help="also roll out in MJX with the same policy and commands",
     )
+    parser.add_argument(
+        "--terrain",
+        nargs="+",
+        metavar="TYPE",
+        help="terrain tasks: evaluate on tiles of this type only (several: one row each)",
+    )
+    parser.add_argument(
+        "--level",
+        nargs="+",
+        type=int,
+        metavar="L",
+        help="terrain tasks: evaluate on this difficulty level only (several: one row each)",
+    )
+    parser.add_argument(
+        "--sweep",
+        action="store_true",
+        help="terrain tasks: a table of success and falls per terrain type and level (all "
+        "types and levels unless --terrain / --level narrow them), --episodes per row",
+    )
     a, overrides = parser.parse_known_args(args)
     if a.episodes < 1 or a.seconds <= 0:
         raise UserError("--episodes must be >= 1 and --seconds positive")
@@ -153,6 +173,8 @@ def _eval(args: list[str]) -> int:
 
     from locomotion.replay import eval_config, evaluate_mjx, evaluate_native
 
+    if a.sweep or a.terrain or a.level:
+        return _eval_terrain(a, policy, command, overrides)
     try:
         config = _env_overrides(eval_config(policy, command), overrides)
         result = evaluate_native(policy, a.episodes, a.seconds, a.seed, command, config=config)
@@ -168,6 +190,87 @@ def _eval(args: list[str]) -> int:
         a.json.write_text(json.dumps(result, indent=2) + "\n")
         print(f"wrote {a.json}")
     return 0
+
+
+def _eval_terrain(a, policy, command, overrides: list[str]) -> int:
+    """`locomotion eval` pinned to terrain types and levels: one native evaluation per
+    (type, level), each `--episodes` episodes; one combination prints the usual table, several
+    a table of success (tile crossed) and falls per row."""
+    import dataclasses
+    import itertools
+    import json
+
+    from locomotion.replay import eval_config, evaluate_native
+
+    try:
+        config = _env_overrides(eval_config(policy, command), overrides)
+    except ValueError as err:
+        raise UserError(str(err)) from None
+    terrain = getattr(config, "terrain", None)
+    if terrain is None or not hasattr(config, "level"):
+        raise UserError(
+            f"--terrain, --level and --sweep need a terrain task; {policy.task} has no terrain"
+        )
+    types = sorted(set(terrain.column_types()), key=terrain.column_types().index)
+    for t in a.terrain or ():
+        if t not in types:
+            raise UserError(f"--terrain {t!r}: this terrain's types are {', '.join(types)}")
+    for level in a.level or ():
+        if not 0 <= level < terrain.num_levels:
+            raise UserError(f"--level {level}: levels are 0 to {terrain.num_levels - 1}")
+    rows = list(
+        itertools.product(
+            a.terrain or (types if a.sweep else [config.terrain_type]),
+            a.level or (range(terrain.num_levels) if a.sweep else [config.level]),
+        )
+    )
+    results = []
+    for kind, level in rows:
+        pinned = dataclasses.replace(config, terrain_type=kind, level=level)
+        try:
+            res = evaluate_native(policy, a.episodes, a.seconds, a.seed, command, config=pinned)
+        except ValueError as err:
+            raise UserError(str(err)) from None
+        res.update(terrain_type=kind, level=level)
+        if kind is not None and level is not None:
+            res["tile"] = terrain.describe(kind, level)
+        results.append(res)
+        if len(rows) > 1:
+            print(_terrain_row(res, header=len(results) == 1), flush=True)
+    out = {
+        "task": policy.task,
+        "policy": str(policy.path),
+        "episodes": a.episodes,
+        "seconds": a.seconds,
+        "seed": a.seed,
+        "command": command,
+        "env_overrides": overrides,
+        "rows": results,
+    }
+    if len(rows) == 1:
+        out = {**results[0], **{k: v for k, v in out.items() if k != "rows"}}
+        print(_table(out))
+    if a.json:
+        a.json.parent.mkdir(parents=True, exist_ok=True)
+        a.json.write_text(json.dumps(out, indent=2) + "\n")
+        print(f"wrote {a.json}")
+    return 0
+
+
+def _terrain_row(res: dict, header: bool) -> str:
+    """One line of the terrain sweep's table (with the header above the first)."""
+    line = (
+        f"{str(res['terrain_type']):12s} {str(res['level']):>5s} {res.get('tile', ''):>15s} "
+        f"{res['crossed_mean']:>9.2f} {res['fell_on_tile_mean']:>9.2f} {res['fall_rate']:>9.2f} "
+        f"{res['lin_vel_error']:>9.3f}"
+    )
+    if not header:
+        return line
+    head = (
+        f"{'terrain':12s} {'level':>5s} {'tile':>15s} {'crossed':>9s} {'fell_tile':>9s} "
+        f"{'fell':>9s} {'vel_err':>9s}"
+    )
+    return head + "\n" + line
 
 
 def _env_overrides(config, overrides: list[str]):
@@ -229,6 +332,8 @@ def _table(result: dict) -> str:
     head = f"{result['task']}: {result['episodes']} episodes x {result['seconds']} s"
     if hasattr(registry.entry(result["task"]).env_config, "fixed_command"):
         head += f", command {result['command'] or 'sampled'}"
+    if result.get("tile"):
+        head += f", {result['terrain_type']} level {result['level']} ({result['tile']})"
     lines = [
         head,
         f"{'metric':46s} {'native MuJoCo':>14s}" + (f" {'MJX':>10s} {'gap':>10s}" if mjx else ""),

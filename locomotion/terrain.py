@@ -117,6 +117,18 @@ class TerrainConfig:
         lo, hi = self.step_height
         return lo + (hi - lo) * self.difficulty(level)
 
+    def describe(self, kind: str, level: int) -> str:
+        """What a tile of this type and level holds, in a few words ("rise 6.4 cm")."""
+        d = self.difficulty(level)
+        if kind.startswith("stairs"):
+            return f"rise {100 * self.step_rise(level):.1f} cm"
+        if kind in ("slope", "rough_slope"):
+            return f"grade {self.slope_max * d:.2f}"
+        if kind == "obstacles":
+            lo, hi = self.obstacle_height
+            return f"blocks {100 * (lo + (hi - lo) * d):.1f} cm"
+        return "flat"
+
     def sha256(self) -> str:
         """Hash of this config (every field)."""
         text = json.dumps(dataclasses.asdict(self), sort_keys=True)

@@ -95,7 +95,10 @@ class QuadrupedRough(QuadrupedJoystick):
     # to one type and level (`--env.terrain-type stairs_up --env.level 5`), the success rate.
     EVAL_REPORT = dataclasses.replace(
         LOCOMOTION_REPORT,
-        episode_counts=(("crossed", "terrain/crossed", "tile crossed (share of episodes)"),),
+        episode_counts=(
+            ("crossed", "terrain/crossed", "tile crossed (share of episodes)"),
+            ("fell_on_tile", "terrain/fell_on_tile", "fell before crossing (share)"),
+        ),
     )
 
     def __init__(self, config: QuadrupedRoughConfig = QuadrupedRoughConfig()):
@@ -211,6 +214,9 @@ class QuadrupedRough(QuadrupedJoystick):
         metrics = dict(nstate.metrics)
         metrics.update(self.terrain_metrics(info))
         metrics["terrain/crossed"] = crossed_now * 1.0
+        # A fall on the tile, before the robot crossed it (a fall after crossing is on a
+        # neighbouring tile, whose edge can be a cliff: not this tile's failure).
+        metrics["terrain/fell_on_tile"] = nstate.done * (1.0 - state.info["crossed"])
         return nstate.replace(info=info, metrics=metrics)
 
     def terrain_metrics(self, info: dict) -> dict[str, jax.Array]:
@@ -240,6 +246,7 @@ class QuadrupedRough(QuadrupedJoystick):
         obs = self.observation(data, state.info, jax.random.fold_in(key, 13))
         metrics = {**state.metrics, **self.terrain_metrics(state.info)}
         metrics["terrain/crossed"] = jp.zeros(())
+        metrics["terrain/fell_on_tile"] = jp.zeros(())
         return state.replace(pipeline_state=data, obs=obs, metrics=metrics)
 
     # ---------------------------------------------------------------------------- observation

@@ -52,6 +52,14 @@ def test_stairs_have_the_configured_rise_and_tread(small, kind, sign):
         np.testing.assert_allclose(tile_profile(small, level, kind, mids), sign * k * rise)
         np.testing.assert_allclose(tile_profile(small, level, kind, [0.0, 0.3, half - 0.03]), 0)
     assert c.step_rise(0) == c.step_height[0] and c.step_rise(c.num_levels - 1) == c.step_height[1]
+    # The default terrain: level 5 of 10 is the first with a rise of 6 cm or more.
+    default = T.TerrainConfig()
+    assert [default.describe(kind, 5) for kind in ("stairs_up", "slope", "flat")] == [
+        "rise 6.4 cm",
+        "grade 0.22",
+        "flat",
+    ]
+    assert default.step_rise(4) < 0.06 <= default.step_rise(5)
 
 
 def test_slopes_fall_away_from_the_platform_at_the_configured_gradient(small):
