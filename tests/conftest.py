@@ -12,7 +12,6 @@ import pytest
 
 import locomotion  # noqa: F401  (sets XLA flags before jax starts)
 
-
 # The longest files first (about 10, 6, 3, 2, 2 and 1.5 minutes on 2 cores); the rest keep
 # their order. Every worker collects the same order, as pytest-xdist requires.
 LONGEST_FIRST = (
