@@ -8,6 +8,7 @@ import jax.numpy as jp
 import mujoco
 import numpy as np
 import pytest
+from mujoco import mjx
 
 from locomotion import registry
 from locomotion.envs import TrainingWrapper
@@ -118,6 +119,35 @@ def test_curriculum_rule(env):
     assert min(top) >= 0 and max(top) < t.num_levels and len(set(top)) > 3  # random level
     pinned = QuadrupedRough(dataclasses.replace(env.config, curriculum=False))
     assert pinned.next_level(info(2), jp.array([half + 0.1, 0.0]), key) == 2
+
+
+def test_feet_clearance_reads_foot_speed_and_height_above_the_terrain(env):
+    """The swing-height term's inputs: foot velocities from `cvel` against finite differences
+    of the feet's positions in C MuJoCo, foot heights against the height array, on a stairs
+    tile with a random joint and base velocity."""
+    m = env.mj_model
+    d = mujoco.MjData(m)
+    column = env.config.terrain.column_types().index("stairs_up")
+    rng = np.random.default_rng(3)
+    d.qpos[:] = np.asarray(env.place(jp.asarray(m.key_qpos[0]), 7, column, jp.array([0.6, 0.2])))
+    d.qvel[:] = rng.normal(size=m.nv)
+    mujoco.mj_forward(m, d)
+    data = jax.jit(mjx.forward)(mjx.put_model(m), mjx.put_data(m, d))
+    eps = 1e-6
+    moved = mujoco.MjData(m)
+    moved.qpos[:] = d.qpos
+    mujoco.mj_integratePos(m, moved.qpos, d.qvel, eps)
+    mujoco.mj_kinematics(m, moved)
+    finite = (moved.geom_xpos[env.foot_geoms] - d.geom_xpos[env.foot_geoms]) / eps
+    np.testing.assert_allclose(env.foot_velocities(data), finite, atol=1e-4)
+    feet = d.geom_xpos[env.foot_geoms]
+    ground = env.terrain.height_at(feet[:, 0], feet[:, 1])
+    assert np.ptp(ground) > 0  # the feet stand over different stairs
+    np.testing.assert_allclose(
+        env.foot_heights(data), feet[:, 2] - env.foot_radius - ground, atol=1e-5
+    )
+    assert "feet_clearance" in env.reward_names
+    assert "feet_clearance" not in registry.make("quadruped_cat_rough").reward_names
 
 
 def test_height_scan_matches_mj_ray(env):
