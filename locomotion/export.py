@@ -15,7 +15,11 @@ from onnx import TensorProto, helper, numpy_helper
 from locomotion import checkpoint, registry
 from locomotion import config as config_io
 
-FORMAT = "locomotion-policy/1"
+FORMAT = "locomotion-policy/2"
+"""/2 describes every observation entry, the action pipeline and the actuators, and ships the
+scene's MJCF (`scene.xml`): enough to deploy without this package (examples/deploy_mujoco.py);
+schema: locomotion/policy.schema.json. /1 files (without those) still load for replay."""
+SCENE_FILE = "scene.xml"
 ONNX_INPUT, ONNX_OUTPUT = "obs", "action"
 NORMALIZER_EPS, NORMALIZER_CLIP = 1e-8, 10.0  # as in locomotion.train.normalizer
 
@@ -230,8 +234,41 @@ def export(run_dir: str | Path, out_dir: str | Path | None = None) -> Path:
         "versions": _versions(),
         **describe_env(env),
     }
-    (out_dir / "policy.json").write_text(json.dumps(meta, indent=2) + "\n")
+    write_description(out_dir, meta, env)
     return out_dir
+
+
+def write_description(out_dir: Path, meta: dict, env) -> None:
+    """policy.json (checked against the schema first) and the scene's MJCF beside it."""
+    from locomotion.policy import validate
+
+    validate(meta, out_dir / "policy.json")
+    robot = getattr(env, "robot", None)
+    if robot is not None:
+        (out_dir / SCENE_FILE).write_text(deployment_mjcf(robot))
+    (out_dir / "policy.json").write_text(json.dumps(meta, indent=2) + "\n")
+
+
+def deployment_mjcf(robot) -> str:
+    """The robot in its first scene (the quadruped's flat floor, the hand's cube) as one
+    self-contained MJCF: what a policy runs in outside this package. A terrain policy deploys
+    on flat ground too; its height scan reads whatever ground the MJCF it is given has."""
+    import mujoco
+
+    return mujoco.MjSpec.from_file(str(robot.scene_path(robot.scenes[0][0]))).to_xml()
+
+
+def refresh_description(folder: str | Path) -> Path:
+    """Rewrite an exported policy's description (policy.json's robot, observation, action
+    sections and scene.xml) with this version's, keeping its ONNX, settings and training
+    record: how policies exported as locomotion-policy/1 gain the deployment fields."""
+    folder = Path(folder)
+    meta = json.loads((folder / "policy.json").read_text())
+    entry = registry.entry(meta["task"])
+    env = entry.env_class(config_io.from_dict(type(entry.env_config), meta["env_config"]))
+    meta = {**meta, "format": FORMAT, **describe_env(env)}
+    write_description(folder, meta, env)
+    return folder
 
 
 def describe_env(env) -> dict:
@@ -239,11 +276,18 @@ def describe_env(env) -> dict:
     out = {"control_dt": env.dt, "observation": {"size": env.observation_size["state"]}}
     robot = getattr(env, "robot", None)
     if robot is not None:
+        import mujoco
+
+        m = env.mj_model
+        root = m.body_jntadr[env.id("body", robot.root_body)]
+        free = root >= 0 and m.jnt_type[root] == mujoco.mjtJoint.mjJNT_FREE
         out["robot"] = {
             "name": robot.name,
             "mjcf_sha256": robot.mjcf_sha256(getattr(env.config, "scene", None)),
             "joint_names": list(robot.joint_names),
+            "root_joint": mujoco.mj_id2name(m, mujoco.mjtObj.mjOBJ_JOINT, root) if free else None,
         }
+        out["deployment"] = {"mjcf": SCENE_FILE, "scene": robot.scenes[0][0]}
         terrain = getattr(env, "terrain", None)
         if terrain is not None:  # rebuilt from env_config on load, and checked against this
             out["terrain"] = terrain.identity()
@@ -258,15 +302,40 @@ def describe_env(env) -> dict:
             # "joint_pos@t-1" is an older frame of "joint_pos", with the same noise.
             return gain * noise.get(name.split("@", 1)[0].replace("projected_", ""), 0.0)
 
+        definitions = (
+            env.observation_definitions() if hasattr(env, "observation_definitions") else {}
+        )
         out["observation"]["layout"] = [
-            {"name": name, "size": size, "noise_std": noise_std(name)} for name, size in layout
+            {"name": name, "size": size, "noise_std": noise_std(name)}
+            | ({"definition": definitions[name]} if name in definitions else {})
+            for name, size in layout
         ]
     if hasattr(env, "default_pose"):
+        import mujoco
+
+        m = env.mj_model
+        pose = [float(x) for x in env.default_pose]
         out["action"] = {
             "size": env.action_size,
+            "clip": [-1.0, 1.0],
             "scale": env.config.action_scale,
-            "default_pose": [float(x) for x in env.default_pose],
-            "target": "default_pose + scale * clip(action, -1, 1), then joint limits",
+            "offset": pose,
+            "default_pose": pose,
+            "joint_limits": [
+                [float(lo), float(hi)]
+                for lo, hi in zip(env.joint_lower, env.joint_upper, strict=True)
+            ],
+            "target": "clip(offset + scale * clip(action, -1, 1), joint_limits) [rad]: "
+            "position targets of the actuators (in order), held for one control period",
+            "last_action": "clip(action, -1, 1): the next observation's last_action",
+            "actuators": [
+                mujoco.mj_id2name(m, mujoco.mjtObj.mjOBJ_ACTUATOR, i) for i in range(m.nu)
+            ],
+            "kp": [float(x) for x in m.actuator_gainprm[:, 0]],
+            "kd": [float(-x) for x in m.actuator_biasprm[:, 2]],
+            "torque_limit": [float(x) for x in m.actuator_forcerange[:, 1]],
+            "actuator_model": "torque = clip(kp (target - q) - kd qdot, -torque_limit, "
+            "torque_limit) (MuJoCo position actuators with a force range)",
         }
     return out
 

@@ -77,6 +77,7 @@ def load(name_or_dir: str | Path, task: str | None = None) -> Policy:
         raise PolicyError(f"{meta_path} is not valid JSON: {err}") from None
     if not str(meta.get("format", "")).startswith("locomotion-policy/"):
         raise PolicyError(f"{meta_path} is not a locomotion policy description")
+    validate(meta, meta_path)
     if task is not None and meta["task"] != task:
         raise PolicyError(f"policy was trained for task {meta['task']!r}, not {task!r}")
     try:
@@ -125,6 +126,32 @@ def load(name_or_dir: str | Path, task: str | None = None) -> Policy:
                 "its settings changed since the export"
             )
     return policy
+
+
+SCHEMA_PATH = Path(__file__).with_name("policy.schema.json")
+
+
+def validate(meta: dict, where: Path | str = "policy.json") -> None:
+    """`meta` against locomotion/policy.schema.json; PolicyError naming the first problem
+    (its place in the file and what is wrong) in one line."""
+    import jsonschema
+
+    schema = json.loads(SCHEMA_PATH.read_text())
+    error = jsonschema.exceptions.best_match(
+        jsonschema.Draft202012Validator(schema).iter_errors(meta)
+    )
+    if error is not None:
+        place = "/".join(str(p) for p in error.absolute_path) or "the top level"
+        message = " ".join(error.message.split())
+        if len(message) > 200:
+            message = message[:200] + "..."
+        raise PolicyError(f"{where} does not follow the policy schema at {place}: {message}")
+    layout = meta["observation"].get("layout")
+    if layout and sum(e["size"] for e in layout) != meta["observation"]["size"]:
+        raise PolicyError(
+            f"{where}: the observation entries add up to {sum(e['size'] for e in layout)} "
+            f"values, not observation.size {meta['observation']['size']}"
+        )
 
 
 def check_layout(meta: dict, env) -> None:

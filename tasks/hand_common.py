@@ -190,6 +190,57 @@ class HandCubeEnv(MjxEnv):
             out += ((f"joint_pos@t-{k}", NUM_JOINTS), (f"last_action@t-{k}", NUM_JOINTS))
         return out
 
+    def observation_definitions(self) -> dict[str, dict]:
+        """What each entry of the actor's observation is, for policy.json (see the quadruped's
+        `observation_definitions`); tasks add their cube and goal entries."""
+        out = {
+            "joint_pos": {
+                "kind": "joint_pos",
+                "joints": list(self.robot.joint_names),
+                "offset": [float(x) for x in self.default_pose],
+                "units": "rad",
+                "definition": "joint angle minus the default pose (action.offset)",
+            },
+            "last_action": {
+                "kind": "last_action",
+                "units": "1",
+                "definition": "the policy's output at the previous control step clipped to "
+                "[-1, 1] (action.clip); zeros at the first step",
+            },
+        }
+        for k in range(1, self.config.history):
+            for name in ("joint_pos", "last_action"):
+                out[f"{name}@t-{k}"] = {
+                    "kind": "history",
+                    "of": name,
+                    "steps_back": k,
+                    "definition": f"the value `{name}` had in the observation {k} control "
+                    "step(s) earlier, noise included; before the first step, the first "
+                    "step's clean value (joint_pos without noise, last_action zeros)",
+                }
+        return out
+
+    def cube_definitions(self) -> dict[str, dict]:
+        """The cube's pose entries (hand_reorient's observation)."""
+        return {
+            "cube_pos": {
+                "kind": "free_joint_pos",
+                "joint": "cube",
+                "minus_site": "palm_center",
+                "units": "m",
+                "frame": "world",
+                "definition": "cube centre (its free joint's position) minus the palm_center "
+                "site's position",
+            },
+            "cube_quat": {
+                "kind": "free_joint_quat",
+                "joint": "cube",
+                "units": "1 (w, x, y, z)",
+                "frame": "world",
+                "definition": "cube orientation, the sign chosen so that w >= 0",
+            },
+        }
+
     # ------------------------------------------------------------------------ randomization
     def sample_params(self, key: jax.Array) -> dict[str, jax.Array]:
         """Per-episode physics: cube mass [kg] and half-size [m], scales of the rest."""

@@ -166,6 +166,25 @@ class HandReorient(HandCubeEnv):
             ("goal_relative", 4),
         )
 
+    def observation_definitions(self) -> dict[str, dict]:
+        return {
+            **super().observation_definitions(),
+            **self.cube_definitions(),
+            "goal_quat": {
+                "kind": "goal_quat",
+                "units": "1 (w, x, y, z)",
+                "frame": "world",
+                "definition": "the cube orientation to reach, the sign chosen so that w >= 0",
+            },
+            "goal_relative": {
+                "kind": "goal_relative",
+                "units": "1 (w, x, y, z)",
+                "frame": "world",
+                "definition": "goal_quat * conj(cube_quat) (Hamilton product, the observed "
+                "cube_quat), the sign chosen so that w >= 0",
+            },
+        }
+
     # ------------------------------------------------------------------------------ reset
     def reset(self, key: jax.Array) -> State:
         key_q, key_dr, key_goal, key_obs, key = jax.random.split(key, 5)

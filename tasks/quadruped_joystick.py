@@ -276,6 +276,59 @@ class QuadrupedJoystick(MjxEnv):
         ("last_action", 12),
     )
 
+    def observation_definitions(self) -> dict[str, dict]:
+        """What each entry of the actor's observation is, for policy.json: enough to build it
+        from a robot's (or native MuJoCo's) sensors without this package."""
+        c = self.config
+        joints = list(self.robot.joint_names)
+        return {
+            "gyro": {
+                "kind": "sensor",
+                "sensor": "gyro",
+                "units": "rad/s",
+                "frame": "imu site",
+                "definition": "angular velocity of the base at the IMU (MuJoCo gyro sensor)",
+            },
+            "projected_gravity": {
+                "kind": "projected_gravity",
+                "site": self.robot.imu_site,
+                "units": "1 (unit vector)",
+                "frame": "imu site",
+                "definition": "R^T (0, 0, -1), R the imu site's world rotation matrix",
+            },
+            "command": {
+                "kind": "velocity_command",
+                "components": ["vx", "vy", "wz"],
+                "units": ["m/s", "m/s", "rad/s"],
+                "frame": "base: x forward, y left, wz about the vertical",
+                "training_ranges": {
+                    "vx": list(c.vx_range),
+                    "vy": list(c.vy_range),
+                    "wz": list(c.yaw_range),
+                },
+                "definition": "the commanded base velocity, entered as is",
+            },
+            "joint_pos": {
+                "kind": "joint_pos",
+                "joints": joints,
+                "offset": [float(x) for x in self.default_pose],
+                "units": "rad",
+                "definition": "joint angle minus the default pose (action.offset)",
+            },
+            "joint_vel": {
+                "kind": "joint_vel",
+                "joints": joints,
+                "units": "rad/s",
+                "definition": "joint angular velocity",
+            },
+            "last_action": {
+                "kind": "last_action",
+                "units": "1",
+                "definition": "the policy's output at the previous control step clipped to "
+                "[-1, 1] (action.clip); zeros at the first step",
+            },
+        }
+
     # ------------------------------------------------------------------------------- rewards
     reward_names = tuple(f.name for f in dataclasses.fields(RewardScales))
 

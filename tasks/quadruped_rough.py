@@ -330,6 +330,32 @@ class QuadrupedRough(QuadrupedJoystick):
         arm = data.geom_xpos[self.foot_geoms] - data.subtree_com[self.foot_roots]
         return lin + jp.cross(ang, arm)
 
+    def observation_definitions(self) -> dict[str, dict]:
+        c = self.config
+        nx, ny = c.scan_points
+        return {
+            **super().observation_definitions(),
+            "height_scan": {
+                "kind": "height_scan",
+                "points": [nx, ny],
+                "spacing": c.scan_spacing,
+                "nominal": c.scan_nominal,
+                "clip": [-1.0, 1.0],
+                "terrain_geom_groups": [0],  # the robot's geoms are in group 2
+                "units": "m",
+                "frame": "base position (free joint qpos[0:3]), rotated by the base's yaw only",
+                "order": "x-major: point i_x * ny + i_y sits at x = (i_x - (nx - 1) / 2) * "
+                "spacing forward, y = (i_y - (ny - 1) / 2) * spacing left",
+                "definition": "clip(base_z - h - nominal, -1, 1), h the terrain height under "
+                "the point (a vertical ray from above, e.g. mj_ray onto the terrain geoms)",
+                "training_noise": {
+                    "offset_per_episode": c.scan_offset_noise * c.obs_noise,
+                    "per_point_std": c.scan_noise * c.obs_noise,
+                    "dropout_to_1": c.scan_dropout * c.obs_noise,
+                },
+            },
+        }
+
     # ------------------------------------------------------------------------------- contacts
     def knee_heights(self, data: mjx.Data) -> jax.Array:
         """Knee spheres' lowest points above the terrain under them [m]."""
