@@ -7,7 +7,7 @@
     locomotion export RUN_DIR [-o DIR]
     locomotion eval POLICY [--episodes N] [--seconds S] [--seed S] [--command vx,vy,wz]
                            [--json FILE] [--compare-mjx] [--env.FIELD VALUE ...]
-                           [--terrain TYPE ...] [--level L ...] [--sweep]
+                           [--terrain TYPE ...|all] [--level L ...|all]
     locomotion video POLICY -o FILE.mp4 [--seconds S] [--command vx,vy,wz] [--width W --height H]
 
 POLICY is an exported policy directory or the name of a shipped policy (`locomotion list`).
@@ -149,20 +149,15 @@ def _eval(args: list[str]) -> int:
         "--terrain",
         nargs="+",
         metavar="TYPE",
-        help="terrain tasks: evaluate on tiles of this type only (several: one row each)",
+        help="terrain tasks: evaluate on tiles of this type only; several, or 'all': a table "
+        "of success and falls with one row per type and level, --episodes each",
     )
     parser.add_argument(
         "--level",
         nargs="+",
-        type=int,
         metavar="L",
-        help="terrain tasks: evaluate on this difficulty level only (several: one row each)",
-    )
-    parser.add_argument(
-        "--sweep",
-        action="store_true",
-        help="terrain tasks: a table of success and falls per terrain type and level (all "
-        "types and levels unless --terrain / --level narrow them), --episodes per row",
+        help="terrain tasks: evaluate on this difficulty level only; several, or 'all': one "
+        "row each",
     )
     a, overrides = parser.parse_known_args(args)
     if a.episodes < 1 or a.seconds <= 0:
@@ -173,7 +168,7 @@ def _eval(args: list[str]) -> int:
 
     from locomotion.replay import eval_config, evaluate_mjx, evaluate_native
 
-    if a.sweep or a.terrain or a.level:
+    if a.terrain or a.level:
         return _eval_terrain(a, policy, command, overrides)
     try:
         config = _env_overrides(eval_config(policy, command), overrides)
@@ -195,7 +190,8 @@ def _eval(args: list[str]) -> int:
 def _eval_terrain(a, policy, command, overrides: list[str]) -> int:
     """`locomotion eval` pinned to terrain types and levels: one native evaluation per
     (type, level), each `--episodes` episodes; one combination prints the usual table, several
-    a table of success (tile crossed) and falls per row."""
+    a table of success (tile crossed) and falls per row. Without --terrain (or --level), the
+    policy's own setting (any type, the curriculum's start levels unless pinned by --env)."""
     import dataclasses
     import itertools
     import json
@@ -208,22 +204,24 @@ def _eval_terrain(a, policy, command, overrides: list[str]) -> int:
         raise UserError(str(err)) from None
     terrain = getattr(config, "terrain", None)
     if terrain is None or not hasattr(config, "level"):
-        raise UserError(
-            f"--terrain, --level and --sweep need a terrain task; {policy.task} has no terrain"
-        )
+        raise UserError(f"--terrain and --level need a terrain task; {policy.task} has no terrain")
     types = sorted(set(terrain.column_types()), key=terrain.column_types().index)
-    for t in a.terrain or ():
-        if t not in types:
+    kinds = types if a.terrain == ["all"] else a.terrain or [config.terrain_type]
+    for t in kinds:
+        if t is not None and t not in types:
             raise UserError(f"--terrain {t!r}: this terrain's types are {', '.join(types)}")
-    for level in a.level or ():
-        if not 0 <= level < terrain.num_levels:
+    levels = [config.level]
+    if a.level == ["all"]:
+        levels = list(range(terrain.num_levels))
+    elif a.level:
+        try:
+            levels = [int(x) for x in a.level]
+        except ValueError:
+            raise UserError(f"--level takes level numbers or 'all', got {a.level}") from None
+    for level in levels:
+        if level is not None and not 0 <= level < terrain.num_levels:
             raise UserError(f"--level {level}: levels are 0 to {terrain.num_levels - 1}")
-    rows = list(
-        itertools.product(
-            a.terrain or (types if a.sweep else [config.terrain_type]),
-            a.level or (range(terrain.num_levels) if a.sweep else [config.level]),
-        )
-    )
+    rows = list(itertools.product(kinds, levels))
     results = []
     for kind, level in rows:
         pinned = dataclasses.replace(config, terrain_type=kind, level=level)

@@ -35,7 +35,7 @@ def test_list_prints_tasks(capsys):
         (["train", "pendulum_swingup", "--run.init-from", "/no/run"], "init_from: no checkpoint"),
         (["train", "pendulum_swingup", "--restart-envs"], "only applies with --resume"),
         (["train", "--resume", "OLD_RUN"], "RunConfig fields missing: ['init_from']"),
-        (["eval", "quadruped_joystick", "--sweep"], "need a terrain task"),
+        (["eval", "quadruped_joystick", "--terrain", "all"], "need a terrain task"),
         (["eval", "quadruped_joystick", "--level", "5"], "quadruped_joystick has no terrain"),
     ],
 )
