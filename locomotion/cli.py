@@ -21,10 +21,13 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import dataclasses
 import io
 import sys
 import time
 from pathlib import Path
+
+import numpy as np
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -132,7 +135,8 @@ def _eval(args: list[str]) -> int:
         prog="locomotion eval",
         epilog="Any --env.FIELD VALUE changes the task setting FIELD for this evaluation, e.g. "
         "--env.obs-noise 1.0 (default: the policy's training settings with nominal physics and "
-        "clean observations; native replay always steps the nominal MJCF).",
+        "clean observations; --env.randomize true gives each native episode the training's "
+        "randomized physics, --env.push-velocity V its pushes).",
     )
     parser.add_argument("policy")
     parser.add_argument("--episodes", type=int, default=5)
@@ -159,6 +163,27 @@ def _eval(args: list[str]) -> int:
         help="terrain tasks: evaluate on this difficulty level only; several, or 'all': one "
         "row each",
     )
+    parser.add_argument(
+        "--latency",
+        type=int,
+        default=0,
+        metavar="K",
+        help="native: actions reach the motors K control steps late",
+    )
+    parser.add_argument(
+        "--gain-error",
+        type=float,
+        default=0.0,
+        metavar="X",
+        help="native: each actuator's kp and kd scaled per episode by a factor in [1-X, 1+X]",
+    )
+    parser.add_argument(
+        "--sweep",
+        metavar="NAME=V1,V2,...",
+        help="a table of falls and tracking against one perturbation: latency, gain_error or a "
+        "numeric task setting (push_velocity, obs_noise, ...), --episodes per value",
+    )
+    parser.add_argument("--plot", type=Path, help="with --sweep: also plot it to this PNG")
     a, overrides = parser.parse_known_args(args)
     if a.episodes < 1 or a.seconds <= 0:
         raise UserError("--episodes must be >= 1 and --seconds positive")
@@ -166,19 +191,28 @@ def _eval(args: list[str]) -> int:
     policy = _load_policy(a.policy)
     import json
 
-    from locomotion.replay import eval_config, evaluate_mjx, evaluate_native
+    from locomotion.replay import NativePerturbation, eval_config, evaluate_mjx, evaluate_native
 
+    try:
+        perturb = NativePerturbation(latency_steps=a.latency, gain_error=a.gain_error)
+    except ValueError as err:
+        raise UserError(f"--latency / --gain-error: {err}") from None
     if a.terrain or a.level:
-        return _eval_terrain(a, policy, command, overrides)
+        return _eval_terrain(a, policy, command, overrides, perturb)
+    if a.sweep:
+        return _eval_sweep(a, policy, command, overrides, perturb)
     try:
         config = _env_overrides(eval_config(policy, command), overrides)
-        result = evaluate_native(policy, a.episodes, a.seconds, a.seed, command, config=config)
+        result = evaluate_native(
+            policy, a.episodes, a.seconds, a.seed, command, config=config, perturb=perturb
+        )
         if a.compare_mjx:
             result["mjx"] = evaluate_mjx(policy, a.episodes, a.seconds, a.seed, command, config)
     except ValueError as err:
         raise UserError(str(err)) from None
     result.update(seconds=a.seconds, seed=a.seed, command=command, policy=str(policy.path))
     result["env_overrides"] = overrides
+    result["native_perturbation"] = dataclasses.asdict(perturb)
     print(_table(result))
     if a.json:
         a.json.parent.mkdir(parents=True, exist_ok=True)
@@ -187,7 +221,92 @@ def _eval(args: list[str]) -> int:
     return 0
 
 
-def _eval_terrain(a, policy, command, overrides: list[str]) -> int:
+def _eval_sweep(a, policy, command, overrides: list[str], perturb) -> int:
+    """`locomotion eval --sweep NAME=V1,V2,...`: one native evaluation per value of one
+    perturbation (the others as given), a table of falls and the task's step metrics, and with
+    --plot a PNG of them against the value."""
+    import json
+
+    from locomotion.replay import eval_config, eval_report, evaluate_native
+
+    name, _, values = a.sweep.partition("=")
+    name = name.strip().replace("-", "_")
+    try:
+        numbers = [float(v) for v in values.split(",")]
+    except ValueError:
+        numbers = []
+    if not name or not numbers:
+        raise UserError(f"--sweep takes NAME=V1,V2,... with numbers, got {a.sweep!r}")
+    try:
+        config = _env_overrides(eval_config(policy, command), overrides)
+    except ValueError as err:
+        raise UserError(str(err)) from None
+    native = {"latency": "latency_steps", "gain_error": "gain_error"}
+    if name not in native:
+        field = getattr(config, name, None)
+        if isinstance(field, bool) or not isinstance(field, (int, float)):
+            raise UserError(
+                f"--sweep {name}: not latency, gain_error or a numeric setting of {policy.task}"
+            )
+    report = eval_report(policy.task)
+    columns = [f"{report.termination}_rate", *(key for key, _, _ in report.step_means)]
+    rows = []
+    print(f"{name:>14s} " + " ".join(f"{c:>16s}" for c in columns), flush=True)
+    for value in numbers:
+        try:
+            if name in native:
+                kind = int if name == "latency" else float
+                if kind is int and value != int(value):
+                    raise ValueError("latency takes whole control steps")
+                p = dataclasses.replace(perturb, **{native[name]: kind(value)})
+                c = config
+            else:
+                p = perturb
+                c = dataclasses.replace(config, **{name: type(getattr(config, name))(value)})
+            res = evaluate_native(
+                policy, a.episodes, a.seconds, a.seed, command, config=c, perturb=p
+            )
+        except ValueError as err:
+            raise UserError(f"--sweep {name}={value:g}: {err}") from None
+        rows.append({"value": value, **{k: res[k] for k in columns}, "result": res})
+        print(f"{value:>14g} " + " ".join(f"{res[k]:>16.4g}" for k in columns), flush=True)
+    out = {
+        "task": policy.task,
+        "policy": str(policy.path),
+        "sweep": name,
+        "episodes": a.episodes,
+        "seconds": a.seconds,
+        "seed": a.seed,
+        "command": command,
+        "env_overrides": overrides,
+        "native_perturbation": dataclasses.asdict(perturb),
+        "rows": rows,
+    }
+    if a.json:
+        a.json.parent.mkdir(parents=True, exist_ok=True)
+        a.json.write_text(json.dumps(out, indent=2) + "\n")
+        print(f"wrote {a.json}")
+    if a.plot:
+        import matplotlib
+
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+
+        fig, axes = plt.subplots(1, len(columns), figsize=(4 * len(columns), 3.2))
+        for ax, key in zip(np.atleast_1d(axes), columns, strict=True):
+            ax.plot([r["value"] for r in rows], [r[key] for r in rows], "o-")
+            ax.set_xlabel(name)
+            ax.set_title(key)
+            ax.grid(alpha=0.3)
+        fig.suptitle(f"{policy.task}: {a.episodes} native episodes x {a.seconds:g} s per value")
+        fig.tight_layout()
+        a.plot.parent.mkdir(parents=True, exist_ok=True)
+        fig.savefig(a.plot, dpi=100)
+        print(f"wrote {a.plot}")
+    return 0
+
+
+def _eval_terrain(a, policy, command, overrides: list[str], perturb) -> int:
     """`locomotion eval` pinned to terrain types and levels: one native evaluation per
     (type, level), each `--episodes` episodes; one combination prints the usual table, several
     a table of success (tile crossed) and falls per row. Without --terrain (or --level), the
@@ -226,7 +345,9 @@ def _eval_terrain(a, policy, command, overrides: list[str]) -> int:
     for kind, level in rows:
         pinned = dataclasses.replace(config, terrain_type=kind, level=level)
         try:
-            res = evaluate_native(policy, a.episodes, a.seconds, a.seed, command, config=pinned)
+            res = evaluate_native(
+                policy, a.episodes, a.seconds, a.seed, command, config=pinned, perturb=perturb
+            )
         except ValueError as err:
             raise UserError(str(err)) from None
         res.update(terrain_type=kind, level=level)

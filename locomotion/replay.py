@@ -4,7 +4,10 @@ The task code is the single source of truth: native replay calls the task's jitt
 `before_physics` (action -> joint targets) and `after_physics` (observation, rewards,
 termination, metrics) on the native state copied into MJX with `mjx.put_data`; only the physics
 in between is C MuJoCo. Evaluation runs the nominal robot (no randomization, pushes or noise)
-so that the MJX-vs-native gap is the simulators' alone.
+so that the MJX-vs-native gap is the simulators' alone; with the task's `randomize` on, each
+native episode steps a copy of the MjModel carrying that episode's randomized physics (the
+fields the task's `randomized_model` changes), and `NativePerturbation` adds what only the
+deployed policy meets: actions that arrive late, PD gains the policy does not know.
 
 What an evaluation reports beyond return and episode length is the task's `EVAL_REPORT` (an
 `EvalReport`): the name of its termination (reported as `<name>_rate`), step metrics to average
@@ -78,17 +81,70 @@ def eval_env(policy: Policy, command: tuple[float, float, float] | None = None, 
     return registry.entry(policy.task).env_class(config)
 
 
+@dataclasses.dataclass(frozen=True, kw_only=True)
+class NativePerturbation:
+    """Perturbations of the native simulation that the task code does not model."""
+
+    latency_steps: int = 0
+    """The joint targets of control step t come from the action of step t - latency_steps
+    (the default pose before the first); the observation's last_action stays the policy's
+    own latest output, as on a robot whose commands arrive late."""
+    gain_error: float = 0.0
+    """Each actuator's kp and kd are scaled by a factor drawn per episode in [1 - x, 1 + x],
+    unknown to the policy (and to the task's model)."""
+
+    def __post_init__(self):
+        if self.latency_steps < 0 or not 0 <= self.gain_error < 1:
+            raise ValueError("latency_steps must be >= 0 and gain_error in [0, 1)")
+
+
+def randomized_fields(nominal: mjx.Model, varied: mjx.Model) -> dict[str, np.ndarray]:
+    """The array fields of `varied` that differ from `nominal` (a task's randomized model)."""
+    out = {}
+    for field in dataclasses.fields(mjx.Model):
+        a, b = getattr(nominal, field.name, None), getattr(varied, field.name, None)
+        if isinstance(b, (jax.Array, np.ndarray)) and np.shape(a) == np.shape(b):
+            if not np.array_equal(np.asarray(a), np.asarray(b)):
+                out[field.name] = np.asarray(b)
+    return out
+
+
 class NativeRunner:
     """Steps one episode at a time in C MuJoCo, with the task's own JAX code around it."""
 
-    def __init__(self, env):
+    def __init__(self, env, perturb: NativePerturbation = NativePerturbation()):
         self.env = env
-        self.model = env.mj_model
+        self.nominal = env.mj_model
+        self.model = copy.copy(env.mj_model)  # this episode's physics
         self.data = mujoco.MjData(self.model)
+        self.perturb = perturb
         self._reset = jax.jit(env.reset)
         self._before = jax.jit(env.before_physics)
         self._after = jax.jit(env.after_physics)
         self._observe = jax.jit(env.observation)
+        self._randomized = (
+            jax.jit(env.randomized_model) if hasattr(env, "randomized_model") else None
+        )
+        self._pending: list[jax.Array] = []
+
+    def episode_physics(self, state, key: jax.Array) -> dict[str, np.ndarray]:
+        """Set the native model to this episode's physics: the nominal model with the fields
+        the task randomized for `state` and, with a gain error, scaled PD gains. Returns the
+        fields that differ from the nominal model."""
+        changed = {}
+        if self._randomized is not None and "params" in state.info:
+            changed = randomized_fields(self.env.mjx_model, self._randomized(state.info["params"]))
+        for name in ("actuator_gainprm", "actuator_biasprm", *changed):
+            getattr(self.model, name)[:] = changed.get(name, getattr(self.nominal, name))
+        if self.perturb.gain_error > 0:
+            x = self.perturb.gain_error
+            seed = np.asarray(jax.random.key_data(jax.random.fold_in(key, 17))).ravel()
+            scale = np.random.default_rng(seed).uniform(1 - x, 1 + x, self.model.nu)
+            self.model.actuator_gainprm[:, 0] *= scale
+            self.model.actuator_biasprm[:, 1:3] *= scale[:, None]
+            for name in ("actuator_gainprm", "actuator_biasprm"):
+                changed[name] = getattr(self.model, name).copy()
+        return changed
 
     def to_mjx(self) -> mjx.Data:
         try:
@@ -123,6 +179,9 @@ class NativeRunner:
 
     def reset(self, key: jax.Array):
         state = self._reset(key)
+        self.episode_physics(state, key)
+        self._pending = []
+        self.__dict__.pop("_scratch", None)  # the contact-free copy follows the new physics
         d = state.pipeline_state
         mujoco.mj_resetData(self.model, self.data)
         self.data.qpos[:] = np.asarray(d.qpos)
@@ -137,7 +196,13 @@ class NativeRunner:
 
     def step(self, state, action: np.ndarray):
         action = jp.asarray(action)
-        state, ctrl = self._before(state, action)
+        applied = action
+        if self.perturb.latency_steps:
+            if not self._pending:  # the default pose (action 0) until the first one arrives
+                self._pending = [jp.zeros_like(action)] * self.perturb.latency_steps
+            self._pending.append(action)
+            applied = self._pending.pop(0)
+        state, ctrl = self._before(state, applied)
         self.data.qvel[:] = np.asarray(state.pipeline_state.qvel)  # pushes, if any
         self.data.ctrl[:] = np.asarray(ctrl)
         self._copy_mocap(state.pipeline_state)
@@ -192,11 +257,13 @@ def evaluate_native(
     on_frame: Callable | None = None,
     stop_on_fall: bool = True,
     config=None,
+    perturb: NativePerturbation = NativePerturbation(),
 ) -> dict:
     """Roll the ONNX policy in C MuJoCo; `on_frame(model, data)` is called after each step.
-    `config` replaces the evaluation config of the task (`eval_config`)."""
+    `config` replaces the evaluation config of the task (`eval_config`); `perturb` adds
+    actuation latency and PD gain errors."""
     env = eval_env(policy, command, config)
-    runner = NativeRunner(env)
+    runner = NativeRunner(env, perturb)
     num_steps = int(round(seconds / env.dt))
     keys = jax.random.split(jax.random.PRNGKey(seed), episodes)
     returns, lengths, falls, sums = [], [], [], {}
