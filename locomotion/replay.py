@@ -132,7 +132,8 @@ class NativeRunner:
         the task randomized for `state` and, with a gain error, scaled PD gains. Returns the
         fields that differ from the nominal model."""
         changed = {}
-        if self._randomized is not None and "params" in state.info:
+        randomize = getattr(self.env.config, "randomize", False)  # off: the MJCF as it is
+        if randomize and self._randomized is not None and "params" in state.info:
             changed = randomized_fields(self.env.mjx_model, self._randomized(state.info["params"]))
         for name in ("actuator_gainprm", "actuator_biasprm", *changed):
             getattr(self.model, name)[:] = changed.get(name, getattr(self.nominal, name))
