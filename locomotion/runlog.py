@@ -8,13 +8,30 @@ from pathlib import Path
 
 
 class MetricsLogger:
-    """Appends metrics to `metrics.jsonl` and TensorBoard event files in a run directory."""
+    """Appends metrics to `metrics.jsonl` and TensorBoard event files in a run directory.
 
-    def __init__(self, run_dir: Path):
+    `resume_step`: the run resumes from a checkpoint at this many env steps; rows the killed
+    run logged after it (it ran past its last checkpoint) are cut from metrics.jsonl, and
+    TensorBoard is told to purge its events past that step, so no iteration appears twice."""
+
+    def __init__(self, run_dir: Path, resume_step: int | None = None):
         from tensorboardX import SummaryWriter
 
-        self.jsonl = open(run_dir / "metrics.jsonl", "a")
-        self.writer = SummaryWriter(str(run_dir / "tensorboard"))
+        path = run_dir / "metrics.jsonl"
+        purge = None
+        if resume_step is not None:
+            purge = resume_step + 1
+            if path.is_file():
+                lines = path.read_text().splitlines()
+                kept = [
+                    line
+                    for line in lines
+                    if line.strip() and json.loads(line).get("env_steps", 0) <= resume_step
+                ]
+                if len(kept) < len(lines):
+                    path.write_text("".join(line + "\n" for line in kept))
+        self.jsonl = open(path, "a")
+        self.writer = SummaryWriter(str(run_dir / "tensorboard"), purge_step=purge)
 
     def log(self, step: int, metrics: dict[str, float]) -> None:
         row = {"env_steps": step, **{k: float(v) for k, v in metrics.items()}}

@@ -2,6 +2,7 @@
 resume continues, and the batch sharded over 2 devices gives the 1-device result."""
 
 import dataclasses
+import json
 import os
 import subprocess
 import sys
@@ -15,6 +16,7 @@ from locomotion import checkpoint, registry
 from locomotion.config import TrainConfig
 from locomotion.evaluation import evaluate
 from locomotion.registry import RunConfig
+from locomotion.runlog import read_metrics
 from locomotion.train import ppo
 from locomotion.train.driver import (
     latest_checkpoint,
@@ -94,13 +96,20 @@ def test_checkpoint_restores_exactly_and_resume_continues(tmp_path):
     assert leaves_equal(restored, straight)  # params, optimizer, normalizers, envs, key
 
     # Stop after 2 iterations (as if killed), then resume to 4: identical to the straight run.
-    train(env, pendulum_config(2), tmp_path / "resumed", progress=False)
+    _, first = train(env, pendulum_config(2), tmp_path / "resumed", progress=False)
+    # The killed run had logged an iteration past its last checkpoint: resuming cuts it.
+    batch = first[-1]["env_steps"] // 2
+    with open(tmp_path / "resumed" / "metrics.jsonl", "a") as f:
+        f.write(json.dumps({"env_steps": 3 * batch, "perf/iteration": 3.0, "stale": 1.0}) + "\n")
     resumed, history = train(
         env, pendulum_config(4), tmp_path / "resumed", resume=True, progress=False
     )
     assert int(resumed.iteration) == 4 and len(history) == 2
     assert leaves_equal(resumed.params, straight.params)
     assert leaves_equal(resumed.opt_state, straight.opt_state)
+    rows = read_metrics(tmp_path / "resumed")
+    assert [r["perf/iteration"] for r in rows] == [1, 2, 3, 4]
+    assert not any("stale" in r for r in rows)
 
 
 def test_keep_best_ends_with_the_best_evaluated_checkpoint_across_a_resume(tmp_path):

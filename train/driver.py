@@ -250,7 +250,8 @@ def train(
         run_dir = Path(run_dir)
         run_dir.mkdir(parents=True, exist_ok=True)
         config_io.save(cfg, run_dir / "config.json")
-        logger = MetricsLogger(run_dir)
+        resumed_at = int(state.iteration) * pcfg.batch_size if resume else None
+        logger = MetricsLogger(run_dir, resume_step=resumed_at)
     step_fn = ppo.make_train_step(wrapped, pcfg, rcfg.num_iterations, mesh)
 
     history: list[dict] = []
