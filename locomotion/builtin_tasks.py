@@ -127,9 +127,9 @@ def _quadruped_joystick() -> TaskEntry:
 def _rough_entry(name: str, description: str, height_scan: bool) -> TaskEntry:
     from locomotion.tasks.quadruped_rough import QuadrupedRough, QuadrupedRoughConfig
 
-    # Trained like the joystick (its presets' PPO), from scratch: the terrain tasks' larger
-    # action scale (QuadrupedRoughConfig.action_scale) makes the flat policy's outputs mean
-    # other joint targets, so a warm start from it (`run.init_from`) would not act as it did.
+    # Trained like the joystick (its presets' PPO). `run.init_from quadruped_joystick` starts
+    # from the shipped flat-ground policy: its height-scan inputs at zero weight, its mean head
+    # scaled for the terrain tasks' larger action scale (QuadrupedRoughConfig.action_scale).
     return TaskEntry(
         name=name,
         description=description,

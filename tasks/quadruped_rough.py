@@ -43,10 +43,12 @@ from locomotion.tasks.quadruped_joystick import (
 class RoughRewardScales(RewardScales):
     """The joystick's reward terms plus a swing-height term for the terrain."""
 
-    feet_clearance: float = -2.0
+    feet_clearance: float = -0.5
     """Per foot, |height above the terrain under it - swing_height| x sqrt(horizontal speed):
     a foot that moves is rewarded for moving at the swing height (MuJoCo Playground's Go1
-    `feet_clearance`). Without it, the flat policy's 1-3 cm swings stalled on 2 cm stairs."""
+    `feet_clearance`, weight -2 there). At -2 here, with the joystick's other penalties, a
+    policy trained from scratch had a shaped reward near 0 (clipped at 0) and learned to stand
+    (tracking error 0.49 m/s at 0.5 m/s after 350 iterations)."""
 
 
 @dataclasses.dataclass(frozen=True, kw_only=True)

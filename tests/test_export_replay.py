@@ -212,6 +212,12 @@ def test_warm_start_from_an_exported_policy_acts_as_it_did(tmp_path, capsys):
     first = np.asarray(warm.params["actor"]["params"]["MLP_0"]["Dense_0"]["kernel"])
     assert not first[96:].any() and first[:96].any()
     assert leaves_equal(warm.params["critic"], fresh.params["critic"])  # the critic is fresh
+    # A task with half the action scale: the mean head doubles, the joint targets stay.
+    halved = entry.env_class(dataclasses.replace(entry.env_config, action_scale=0.25))
+    warm2 = warm_start(fresh, "hand_rotate_z", mesh, halved, cfg)
+    assert "action scale 0.5 -> 0.25: the mean head is scaled by 2" in capsys.readouterr().out
+    actions2 = ppo.policy_fn(nets, warm2.params, warm2.obs_stats, cfg)(jp.asarray(obs))
+    np.testing.assert_allclose(actions2, 2 * rotate(obs[:, :96]), atol=2e-5)
     # A policy of another robot, or of other layer sizes, is refused in one sentence.
     with pytest.raises(CheckpointError, match="12 actions, not 16"):
         warm_start(fresh, "quadruped_joystick", mesh, env, cfg)

@@ -197,9 +197,24 @@ def warm_start_from_policy(
         f"{', '.join(adapted.matched)}; new, at zero weight: {', '.join(adapted.new) or 'none'}"
         + (f"; policy entries unused: {', '.join(adapted.unused)}" if adapted.unused else "")
     )
+    # A task with another action scale (joint targets default + scale * action): the mean
+    # head is scaled so that the targets stay the source's, exactly for a Gaussian policy and,
+    # through the tanh, for small actions (within 10 % while |mean| < 0.8).
+    source_scale = source.meta.get("action", {}).get("scale")
+    target_scale = getattr(getattr(env, "config", None), "action_scale", None)
+    ratio = 1.0
+    if source_scale and target_scale and source_scale != target_scale:
+        ratio = source_scale / target_scale
+        print(
+            f"init_from {folder}: action scale {source_scale} -> {target_scale}: the mean head "
+            f"is scaled by {ratio:.3g} to keep the policy's joint targets"
+        )
     first, mean, var = adapted.kernel, adapted.obs_mean, adapted.obs_var
+    last = len(source.layers) - 1
     for i, (kernel, bias) in enumerate(source.layers):
         kernel = first if i == 0 else kernel
+        if i == last:
+            kernel, bias = kernel * ratio, bias * ratio
         # A state-dependent std head (the last layer's second half) keeps its fresh weights.
         cols = slice(0, kernel.shape[1])
         actor[f"params/MLP_0/Dense_{i}/kernel"][:, cols] = kernel
