@@ -218,6 +218,15 @@ class Deployment:
 
 
 # --------------------------------------------------------------------------------- monitoring
+def keep_pace(viewer, begin: float, dt: float) -> bool:
+    """Show the step and wait out the control period (real time); False once closed."""
+    if not viewer.is_running():
+        return False
+    viewer.sync()
+    time.sleep(max(0.0, dt - (time.perf_counter() - begin)))
+    return True
+
+
 def legged_summary(dep: Deployment, data: mujoco.MjData, seconds: float, viewer=None) -> dict:
     root = dep.model.jnt_qposadr[dep._id("joint", dep.meta["robot"]["root_joint"])]
     start_height = data.qpos[root + 2]
@@ -236,11 +245,8 @@ def legged_summary(dep: Deployment, data: mujoco.MjData, seconds: float, viewer=
         if rot[2, 2] < 0.5 or data.qpos[root + 2] < 0.5 * start_height:
             fell = True
             break
-        if viewer is not None:
-            if not viewer.is_running():
-                break
-            viewer.sync()
-            time.sleep(max(0.0, dt - (time.perf_counter() - begin)))
+        if viewer is not None and not keep_pace(viewer, begin, dt):
+            break
     mean = np.mean(velocities, axis=0) if velocities else np.full(3, np.nan)
     return {
         "command": dep.command.tolist(),
@@ -263,11 +269,8 @@ def hand_summary(dep: Deployment, data: mujoco.MjData, seconds: float, viewer=No
         if np.linalg.norm(data.qpos[adr : adr + 3] - start) > 0.06:
             left = True
             break
-        if viewer is not None:
-            if not viewer.is_running():
-                break
-            viewer.sync()
-            time.sleep(max(0.0, dt - (time.perf_counter() - begin)))
+        if viewer is not None and not keep_pace(viewer, begin, dt):
+            break
     turned = np.unwrap(yaws)
     q = data.qpos[adr + 3 : adr + 7] / np.linalg.norm(data.qpos[adr + 3 : adr + 7])
     to_goal = canonical(quat_mul(dep.goal, q * np.array([1.0, -1.0, -1.0, -1.0])))

@@ -189,7 +189,6 @@ def _eval(args: list[str]) -> int:
         raise UserError("--episodes must be >= 1 and --seconds positive")
     command = _parse_command(a.command)
     policy = _load_policy(a.policy)
-    import json
 
     from locomotion.replay import NativePerturbation, eval_config, evaluate_mjx, evaluate_native
 
@@ -214,18 +213,24 @@ def _eval(args: list[str]) -> int:
     result["env_overrides"] = overrides
     result["native_perturbation"] = dataclasses.asdict(perturb)
     print(_table(result))
-    if a.json:
-        a.json.parent.mkdir(parents=True, exist_ok=True)
-        a.json.write_text(json.dumps(result, indent=2) + "\n")
-        print(f"wrote {a.json}")
+    _write_json(a.json, result)
     return 0
+
+
+def _write_json(path: Path | None, result: dict) -> None:
+    if path is None:
+        return
+    import json
+
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps(result, indent=2) + "\n")
+    print(f"wrote {path}")
 
 
 def _eval_sweep(a, policy, command, overrides: list[str], perturb) -> int:
     """`locomotion eval --sweep NAME=V1,V2,...`: one native evaluation per value of one
     perturbation (the others as given), a table of falls and the task's step metrics, and with
     --plot a PNG of them against the value."""
-    import json
 
     from locomotion.replay import eval_config, eval_report, evaluate_native
 
@@ -282,10 +287,7 @@ def _eval_sweep(a, policy, command, overrides: list[str], perturb) -> int:
         "native_perturbation": dataclasses.asdict(perturb),
         "rows": rows,
     }
-    if a.json:
-        a.json.parent.mkdir(parents=True, exist_ok=True)
-        a.json.write_text(json.dumps(out, indent=2) + "\n")
-        print(f"wrote {a.json}")
+    _write_json(a.json, out)
     if a.plot:
         import matplotlib
 
@@ -313,7 +315,6 @@ def _eval_terrain(a, policy, command, overrides: list[str], perturb) -> int:
     policy's own setting (any type, the curriculum's start levels unless pinned by --env)."""
     import dataclasses
     import itertools
-    import json
 
     from locomotion.replay import eval_config, evaluate_native
 
@@ -369,10 +370,7 @@ def _eval_terrain(a, policy, command, overrides: list[str], perturb) -> int:
     if len(rows) == 1:
         out = {**results[0], **{k: v for k, v in out.items() if k != "rows"}}
         print(_table(out))
-    if a.json:
-        a.json.parent.mkdir(parents=True, exist_ok=True)
-        a.json.write_text(json.dumps(out, indent=2) + "\n")
-        print(f"wrote {a.json}")
+    _write_json(a.json, out)
     return 0
 
 
