@@ -27,7 +27,7 @@ import numpy as np
 TYPES = ("flat", "slope", "rough_slope", "stairs_up", "stairs_down", "obstacles")
 """Terrain types. stairs_up: the platform is the bottom and the steps rise away from it;
 stairs_down: the platform is the top. slope, rough_slope: the platform is the top of a square
-pyramid (downhill away from it)."""
+pyramid (downhill away from it). Every tile's outer edge is at height 0."""
 
 
 @dataclasses.dataclass(frozen=True, kw_only=True)
@@ -232,23 +232,28 @@ def generate(config: TerrainConfig, seed: int) -> Terrain:
 
 
 def _tile(c: TerrainConfig, kind: str, level: int, rng, n: int) -> np.ndarray:
-    """Heights of one tile, (n + 1) x (n + 1) points, the platform at height 0."""
+    """Heights of one tile, (n + 1) x (n + 1) points, its outer edge at height 0 (as in
+    legged_gym): tiles meet without a step, so a robot that crosses its tile walks on instead
+    of off a cliff. The platform sits where the type puts it: a stairs-up platform is a pit,
+    a stairs-down or slope platform a summit."""
     d = c.difficulty(level)
     coords = (np.arange(n + 1) - n / 2) * c.cell_size  # tile-local, centre at 0
     xx, yy = np.meshgrid(coords, coords)  # [row=y, col=x]
     # Distance outside the platform along the square "rings" (Chebyshev distance).
     ring = np.maximum(np.maximum(np.abs(xx), np.abs(yy)) - c.platform_size / 2, 0.0)
+    edge = ring.max()
     if kind == "flat":
         return np.zeros_like(xx)
     if kind in ("slope", "rough_slope"):
-        h = -c.slope_max * d * ring
+        h = c.slope_max * d * (edge - ring)
         if kind == "rough_slope":
-            h = h + _smooth_noise(c, rng, n) * (ring > 0)
+            h = h + _smooth_noise(c, rng, n) * ((ring > 0) & (ring < edge - 1e-9))
         return h
     if kind in ("stairs_up", "stairs_down"):
         rise = c.step_rise(level)
         steps = np.ceil(ring / c.step_width - 1e-9)  # 0 on the platform, 1 on the first tread
-        return steps * rise * (1.0 if kind == "stairs_up" else -1.0)
+        top = np.ceil(edge / c.step_width - 1e-9)  # the tread at the edge
+        return (steps - top) * rise * (1.0 if kind == "stairs_up" else -1.0)
     if kind == "obstacles":
         h = np.zeros_like(xx)
         lo, hi = c.obstacle_height

@@ -49,8 +49,11 @@ def test_stairs_have_the_configured_rise_and_tread(small, kind, sign):
         # The middle of tread k (k = 1, 2, ...) lies k - 1/2 treads beyond the platform.
         k = np.arange(1, int((c.tile_size / 2 - half) / c.step_width))
         mids = half + (k - 0.5) * c.step_width
-        np.testing.assert_allclose(tile_profile(small, level, kind, mids), sign * k * rise)
-        np.testing.assert_allclose(tile_profile(small, level, kind, [0.0, 0.3, half - 0.03]), 0)
+        platform = tile_profile(small, level, kind, [0.0, 0.3, half - 0.03])
+        np.testing.assert_allclose(platform, platform[0])  # flat
+        np.testing.assert_allclose(
+            tile_profile(small, level, kind, mids) - platform[0], sign * k * rise, atol=1e-12
+        )
     assert c.step_rise(0) == c.step_height[0] and c.step_rise(c.num_levels - 1) == c.step_height[1]
     # The default terrain: level 5 of 10 is the first with a rise of 6 cm or more.
     default = T.TerrainConfig()
@@ -73,6 +76,26 @@ def test_slopes_fall_away_from_the_platform_at_the_configured_gradient(small):
         smooth = tile_profile(small, level, "slope", np.linspace(0.6, 0.9, 16))
         assert np.abs(rough - smooth).max() <= c.rough_noise + 1e-9
     assert np.abs(rough - smooth).max() > 0.2 * c.rough_noise  # the noise is there
+
+
+def test_tiles_meet_at_height_zero(small):
+    """Every tile's outer edge is at 0, so crossing a tile never ends at a cliff; inside, the
+    stairs-up platform is a pit and the stairs-down and slope platforms are summits."""
+    c = small.config
+    n = int(round(c.tile_size / c.cell_size))
+    for column, kind in enumerate(c.column_types()):
+        for level in range(c.num_levels):
+            r0 = int(round((c.border + column * c.tile_size) / c.cell_size))
+            c0 = int(round((c.border + level * c.tile_size) / c.cell_size))
+            tile = small.heights[r0 : r0 + n + 1, c0 : c0 + n + 1]
+            edges = np.concatenate([tile[0], tile[-1], tile[:, 0], tile[:, -1]])
+            if kind != "obstacles":  # blocks may lie across an edge
+                np.testing.assert_allclose(edges, 0.0, atol=1e-12, err_msg=f"{kind} {level}")
+            centre = tile[n // 2, n // 2]
+            if level > 0 and kind == "stairs_up":
+                assert centre < 0
+            if level > 0 and kind in ("stairs_down", "slope", "rough_slope"):
+                assert centre > 0
 
 
 def test_obstacles_and_flat(small):
