@@ -211,7 +211,8 @@ def _eval(args: list[str]) -> int:
         raise UserError(str(err)) from None
     result.update(seconds=a.seconds, seed=a.seed, command=command, policy=str(policy.path))
     result["env_overrides"] = overrides
-    result["native_perturbation"] = dataclasses.asdict(perturb)
+    if perturb != NativePerturbation():  # recorded when there is one
+        result["native_perturbation"] = dataclasses.asdict(perturb)
     print(_table(result))
     _write_json(a.json, result)
     return 0

@@ -153,7 +153,7 @@ def _edit_meta(path, **changes):
         ("task", "unknown task 'hexapod_joystick'"),
         ("hash", "MJCF has changed since the policy was exported"),
         ("onnx", "is not a loadable ONNX model"),
-        ("obs", "policy expects"),
+        ("obs", "observation entries add up to 45 values, not observation.size 44"),
         ("layout", "observation layout differs from task 'quadruped_joystick' at entry 1"),
         ("config", "QuadrupedJoystickConfig fields missing: ['push_velocity']"),
     ],

@@ -191,9 +191,10 @@ def test_native_replay_steps_the_task_on_the_heightfield(env):
     everything the task reads."""
     from locomotion.replay import NativeRunner
 
-    runner = NativeRunner(env)
+    runner = NativeRunner(QuadrupedRough(dataclasses.replace(env.config, randomize=False)))
+    env = runner.env
     state = runner.reset(jax.random.PRNGKey(0))
-    for _ in range(25):  # standing on a tile for 0.5 s
+    for _ in range(25):  # standing on a tile for 0.5 s, nominal physics
         state = runner.step(state, np.zeros(12))
     assert np.isfinite(state.obs["state"]).all() and state.done == 0
     assert runner.data.ncon > 0
