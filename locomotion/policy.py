@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 import dataclasses
+import functools
 import importlib.resources
 import json
 from pathlib import Path
 
+import jsonschema
 import numpy as np
 
 from locomotion import config as config_io
@@ -131,15 +133,15 @@ def load(name_or_dir: str | Path, task: str | None = None) -> Policy:
 SCHEMA_PATH = Path(__file__).with_name("policy.schema.json")
 
 
+@functools.cache
+def _schema_validator():
+    return jsonschema.Draft202012Validator(json.loads(SCHEMA_PATH.read_text()))
+
+
 def validate(meta: dict, where: Path | str = "policy.json") -> None:
     """`meta` against locomotion/policy.schema.json; PolicyError naming the first problem
     (its place in the file and what is wrong) in one line."""
-    import jsonschema
-
-    schema = json.loads(SCHEMA_PATH.read_text())
-    error = jsonschema.exceptions.best_match(
-        jsonschema.Draft202012Validator(schema).iter_errors(meta)
-    )
+    error = jsonschema.exceptions.best_match(_schema_validator().iter_errors(meta))
     if error is not None:
         place = "/".join(str(p) for p in error.absolute_path) or "the top level"
         message = " ".join(error.message.split())

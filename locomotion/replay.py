@@ -135,7 +135,10 @@ class NativeRunner:
         randomize = getattr(self.env.config, "randomize", False)  # off: the MJCF as it is
         if randomize and self._randomized is not None and "params" in state.info:
             changed = randomized_fields(self.env.mjx_model, self._randomized(state.info["params"]))
-        for name in ("actuator_gainprm", "actuator_biasprm", *changed):
+        # Every field an earlier episode changed goes back to nominal unless changed again.
+        touched = self.__dict__.setdefault("_touched", set())
+        touched |= {"actuator_gainprm", "actuator_biasprm", *changed}
+        for name in touched:
             getattr(self.model, name)[:] = changed.get(name, getattr(self.nominal, name))
         if self.perturb.gain_error > 0:
             x = self.perturb.gain_error
