@@ -402,6 +402,8 @@ def _env_overrides(config, overrides: list[str]):
 
     from locomotion.config import EnvOverrides
 
+    # Booleans take a value like every other setting (--env.randomize true), any case.
+    overrides = [o.capitalize() if o.lower() in ("true", "false") else o for o in overrides]
     # tyro reports a bad option or value in a box on stderr and exits: keep its words, one line.
     box = io.StringIO()
     try:
@@ -411,6 +413,7 @@ def _env_overrides(config, overrides: list[str]):
                 default=EnvOverrides(env=config),
                 args=overrides,
                 prog="locomotion eval POLICY",
+                config=(tyro.conf.FlagConversionOff,),
             )
     except SystemExit:
         words = [

@@ -15,6 +15,7 @@ Signals to the learner are kept apart (STYLE.md, rule 6):
 from __future__ import annotations
 
 import abc
+import functools
 from typing import Any
 
 import jax
@@ -37,9 +38,21 @@ class State:
 
 
 class Env(abc.ABC):
-    """A single, unbatched environment. Subclasses set `episode_length` (control steps)."""
+    """A single, unbatched environment. Subclasses set `episode_length` (control steps).
+
+    Every subclass's `reset` and `step` return strongly typed states (wrapped here with
+    `strong_types`): a compiled step then returns exactly the types it was given, so any
+    wrapper around it (ours, brax's) compiles it once, not a second time after the first call.
+    """
 
     episode_length: int
+
+    def __init_subclass__(cls, **kwargs):
+        super().__init_subclass__(**kwargs)
+        for name in ("reset", "step"):
+            method = cls.__dict__.get(name)
+            if method is not None and not getattr(method, "_strongly_typed", False):
+                setattr(cls, name, _strongly_typed(method))
 
     @abc.abstractmethod
     def reset(self, key: jax.Array) -> State:
@@ -77,6 +90,15 @@ def strong_types(tree):
     """Drops JAX's weak types (`x * 1.0` of a bool is weakly typed), so that a state returned
     by a compiled step has exactly the types of the state it got: no recompilation."""
     return jax.tree.map(lambda x: x.astype(x.dtype), tree)
+
+
+def _strongly_typed(method):
+    @functools.wraps(method)
+    def typed(self, *args, **kwargs):
+        return strong_types(method(self, *args, **kwargs))
+
+    typed._strongly_typed = True
+    return typed
 
 
 _WRAPPER_KEYS = (

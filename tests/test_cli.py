@@ -101,7 +101,7 @@ def test_eval_env_overrides_change_only_the_named_settings(capsys):
 
     base = eval_config(load("hand_reorient"))
     assert not base.randomize and base.obs_noise == 0.0
-    changed = _env_overrides(base, ["--env.randomize", "--env.success-threshold", "0.2"])
+    changed = _env_overrides(base, ["--env.randomize", "true", "--env.success-threshold", "0.2"])
     assert changed.randomize and changed.success_threshold == 0.2
     assert changed.obs_noise == 0.0 and changed.rewards == base.rewards
     assert _env_overrides(base, []) is base
