@@ -2,20 +2,25 @@
 
     python benchmarks/throughput.py [--task quadruped_joystick] [--num-envs 64 256 512]
     python benchmarks/throughput.py --task quadruped_rough --against quadruped_joystick
+    python benchmarks/throughput.py --brax --num-envs 512    # pip install -e ".[bench]"
 
 
 Reports control steps per second for (a) the bare batched step `vmap(env.step)` with random
 actions, (b) the same inside the training wrapper (time limit, automatic reset), also as a
 ratio to (a), and (c) full PPO iterations (rollout + GAE + updates); (b) and (c) also as a ratio
-to the reference measured in the same run: native MuJoCo (C mj_step) on one core stepping the
-same model at the same control rate. `--against TASK` also measures TASK at the same num_envs in
-the same run and prints the ratios (e.g. the terrain's cost: rough against flat).
+to the reference measured in the same run: native MuJoCo (C mj_step) on all cores
+(`mujoco.rollout`, one thread per core) stepping the same model at the same control rate, the
+fastest this machine simulates it. `--brax` trains the task with our PPO and with brax 0.14.2's
+PPO (through brax's own wrappers, the same batch geometry, compile excluded) in one run and
+prints the ratio of their training steps/s. `--against TASK` also measures TASK at the same
+num_envs in the same run and prints the ratios (e.g. the terrain's cost: rough against flat).
 """
 
 from __future__ import annotations
 
 import argparse
 import dataclasses
+import os
 import time
 
 import jax
@@ -43,6 +48,34 @@ def native_reference(env, seconds: float = 3.0) -> float:
         steps += 1
         if data.qpos[2] < 0.1:
             mujoco.mj_resetDataKeyframe(model, data, 0)
+    return steps / (time.perf_counter() - start)
+
+
+def native_reference_all_cores(env, batch: int = 256, seconds: float = 2.0) -> float:
+    """Control steps/s of C MuJoCo on every core: `mujoco.rollout` with one thread and MjData
+    per core stepping `batch` copies of the model from the keyframe, random joint targets
+    around the default pose held over each control period (the fastest this machine
+    simulates the model; robots that fall keep being simulated)."""
+    from mujoco import rollout
+
+    model = env.mj_model
+    nthread = os.cpu_count() or 1
+    datas = [mujoco.MjData(model) for _ in range(nthread)]
+    data = datas[0]
+    mujoco.mj_resetDataKeyframe(model, data, 0)
+    spec = mujoco.mjtState.mjSTATE_FULLPHYSICS
+    state = np.empty(mujoco.mj_stateSize(model, spec))
+    mujoco.mj_getState(model, data, state, spec)
+    control_steps = 50
+    rng = np.random.default_rng(0)
+    targets = model.key_ctrl[0] + rng.uniform(-0.3, 0.3, (batch, control_steps, model.nu))
+    control = np.repeat(targets, env.n_substeps, axis=1)  # held over the substeps
+    initial = np.tile(state, (batch, 1))
+    steps, start = 0, time.perf_counter()
+    with rollout.Rollout(nthread=nthread) as pool:
+        while time.perf_counter() - start < seconds:
+            pool.rollout(model, datas, initial, control)
+            steps += batch * control_steps
     return steps / (time.perf_counter() - start)
 
 
@@ -99,25 +132,89 @@ def train_throughput(env, ppo_cfg, num_envs: int, repeats: int = 2) -> float:
     return cfg.batch_size * repeats / (time.perf_counter() - start)
 
 
+def brax_train_throughput(env, ppo_cfg, num_envs: int, epochs: int = 3, per_epoch: int = 4):
+    """brax 0.14.2's PPO on the same env through brax's own wrappers, the same batch geometry
+    (num_envs, unroll, minibatches, epochs) and network sizes: training steps/s of the epochs
+    after the first (which compiles), as brax itself reports them (`training/sps`)."""
+    import functools
+
+    from brax.training.agents.ppo import networks as brax_networks
+    from brax.training.agents.ppo import train as brax_ppo
+
+    cfg = dataclasses.replace(ppo_cfg, num_envs=num_envs)
+    sps = []
+    brax_ppo.train(
+        environment=env,
+        num_timesteps=epochs * per_epoch * cfg.batch_size,
+        num_envs=num_envs,
+        episode_length=env.episode_length,
+        unroll_length=cfg.unroll_length,
+        batch_size=num_envs // cfg.num_minibatches,
+        num_minibatches=cfg.num_minibatches,
+        num_updates_per_batch=cfg.num_epochs,
+        learning_rate=cfg.learning_rate,
+        entropy_cost=cfg.ent_coef,
+        discounting=cfg.gamma,
+        gae_lambda=cfg.gae_lambda,
+        clipping_epsilon=cfg.clip_eps,
+        max_grad_norm=cfg.max_grad_norm,
+        normalize_observations=cfg.normalize_observations,
+        network_factory=functools.partial(
+            brax_networks.make_ppo_networks,
+            policy_hidden_layer_sizes=cfg.actor_hidden,
+            value_hidden_layer_sizes=cfg.critic_hidden,
+            policy_obs_key="state",
+            value_obs_key="privileged_state",
+        ),
+        num_evals=epochs + 1,
+        run_evals=False,
+        progress_fn=lambda step, metrics: sps.append(float(metrics["training/sps"])),
+        seed=0,
+    )
+    return float(np.mean(sps[1:]))
+
+
+def against_brax(task: str, sizes: list[int], repeats: int = 3) -> None:
+    """Our PPO and brax's PPO training the same env at each size, in one run, and the ratio."""
+    entry = registry.entry(task)
+    env = entry.env_class(entry.env_config)
+    cfg = entry.presets["cpu"][0]
+    print(f"backend {jax.default_backend()} | jax {jax.__version__} | {task}: ours against brax")
+    print(f"{'num_envs':>9} | {'ours steps/s':>13} | {'brax steps/s':>13} | {'ours / brax':>11}")
+    for n in sizes:
+        ours = train_throughput(env, cfg, n, repeats=repeats * 4)
+        brax = brax_train_throughput(env, cfg, n, epochs=repeats)
+        print(f"{n:>9} | {ours:>13,.0f} | {brax:>13,.0f} | {ours / brax:>11.2f}", flush=True)
+
+
 def main():
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--task", default="quadruped_joystick")
     parser.add_argument("--num-envs", type=int, nargs="+", default=[64, 256, 512])
     parser.add_argument("--skip-train", action="store_true")
     parser.add_argument("--against", help="a second task measured at the same num_envs")
+    parser.add_argument(
+        "--brax", action="store_true", help="train with our PPO and brax's PPO; print the ratio"
+    )
     args = parser.parse_args()
+    if args.brax:
+        return against_brax(args.task, args.num_envs)
     if args.against:
         return compare(args.task, args.against, args.num_envs, args.skip_train)
 
     entry = registry.entry(args.task)
     env = entry.env_class(entry.env_config)
     ppo_cfg = entry.presets["gpu" if jax.default_backend() == "gpu" else "cpu"][0]
-    reference = native_reference(env)
+    one_core = native_reference(env)
+    reference = native_reference_all_cores(env)
     print(
         f"task {args.task} | backend {jax.default_backend()} ({jax.devices()[0].device_kind}) "
         f"| jax {jax.__version__} | control dt {env.dt} s, {env.n_substeps} physics substeps"
     )
-    print(f"reference: native MuJoCo, 1 core: {reference:,.0f} control steps/s")
+    print(
+        f"reference: native MuJoCo on all {os.cpu_count()} cores (mujoco.rollout): "
+        f"{reference:,.0f} control steps/s (1 core, Python loop: {one_core:,.0f})"
+    )
     print(
         f"{'num_envs':>9} | {'bare vmap(step)/s':>17} | {'env steps/s':>12} | {'x bare':>6} | "
         f"{'x native':>8} | {'train steps/s':>13} | {'x native':>8}"

@@ -74,6 +74,14 @@ def eval_config(policy: Policy, command: tuple[float, float, float] | None = Non
     return cfg
 
 
+def training_conditions_config(policy: Policy, **changes):
+    """The policy's task config with its training's randomized physics, pushes and observation
+    noise (the robustness bar's setting), then `changes`."""
+    trained = policy.env_config()
+    cfg = dataclasses.replace(eval_config(policy), randomize=True, obs_noise=trained.obs_noise)
+    return dataclasses.replace(cfg, **changes)
+
+
 def eval_env(policy: Policy, command: tuple[float, float, float] | None = None, config=None):
     """The policy's task built with `config` (default: `eval_config(policy, command)`)."""
     if config is None:
@@ -110,22 +118,40 @@ def randomized_fields(nominal: mjx.Model, varied: mjx.Model) -> dict[str, np.nda
 
 
 class NativeRunner:
-    """Steps one episode at a time in C MuJoCo, with the task's own JAX code around it."""
+    """Steps one episode at a time in C MuJoCo, with the task's own JAX code around it.
 
-    def __init__(self, env, perturb: NativePerturbation = NativePerturbation()):
+    Between control steps the native state reaches the task code as an `mjx.Data` built
+    cheaply: the episode's first state goes through `mjx.put_data` (contacts, constraint
+    rows, mass matrix), later states replace only what C MuJoCo recomputed that the task can
+    read (state, kinematics, velocities, sensors, forces: `_NATIVE_FIELDS`) and keep the
+    first state's contact and constraint arrays, which no task reads. `to_mjx` is the full
+    conversion.
+    """
+
+    def __init__(
+        self,
+        env,
+        perturb: NativePerturbation = NativePerturbation(),
+        like: NativeRunner | None = None,
+    ):
         self.env = env
         self.nominal = env.mj_model
         self.model = copy.copy(env.mj_model)  # this episode's physics
         self.data = mujoco.MjData(self.model)
         self.perturb = perturb
-        self._reset = jax.jit(env.reset)
-        self._before = jax.jit(env.before_physics)
-        self._after = jax.jit(env.after_physics)
-        self._observe = jax.jit(env.observation)
-        self._randomized = (
-            jax.jit(env.randomized_model) if hasattr(env, "randomized_model") else None
-        )
-        self._pending: list[jax.Array] = []
+        if like is not None:  # share the compiled task code (a batch's lanes)
+            self._reset, self._before, self._after = like._reset, like._before, like._after
+            self._observe, self._randomized = like._observe, like._randomized
+        else:
+            self._reset = jax.jit(env.reset)
+            self._before = jax.jit(env.before_physics)
+            self._after = jax.jit(env.after_physics)
+            self._observe = jax.jit(env.observation)
+            self._randomized = (
+                jax.jit(env.randomized_model) if hasattr(env, "randomized_model") else None
+            )
+        self._delay = _Delay(perturb.latency_steps)
+        self._template: mjx.Data | None = None
 
     def episode_physics(self, state, key: jax.Array) -> dict[str, np.ndarray]:
         """Set the native model to this episode's physics: the nominal model with the fields
@@ -183,48 +209,169 @@ class NativeRunner:
 
     def reset(self, key: jax.Array):
         state = self._reset(key)
+        data = self.start_episode(state, key)
+        obs = self._observe(data, state.info, jax.random.PRNGKey(0))
+        return state.replace(pipeline_state=data, obs=obs)
+
+    def step(self, state, action: np.ndarray):
+        action = jp.asarray(action)
+        state, ctrl = self._before(state, self._delay(action))
+        d = state.pipeline_state
+        self.advance(d.qvel, ctrl, d.mocap_pos, d.mocap_quat)
+        return self._after(state, self.native_data(), action)
+
+    def start_episode(self, state, key: jax.Array) -> mjx.Data:
+        """Native side of a reset: this episode's physics, the MjData set to `state`'s initial
+        state; returns it as an `mjx.Data` (the full conversion, kept as the template)."""
         self.episode_physics(state, key)
-        self._pending = []
+        self._delay = _Delay(self.perturb.latency_steps)
         self.__dict__.pop("_scratch", None)  # the contact-free copy follows the new physics
         d = state.pipeline_state
         mujoco.mj_resetData(self.model, self.data)
         self.data.qpos[:] = np.asarray(d.qpos)
         self.data.qvel[:] = np.asarray(d.qvel)
         self.data.ctrl[:] = np.asarray(d.ctrl)
-        self._copy_mocap(d)
+        self._copy_mocap(np.asarray(d.mocap_pos), np.asarray(d.mocap_quat))
         mujoco.mj_forward(self.model, self.data)
         self._last_start = self._copy_state()
-        data = self.to_mjx()
-        obs = self._observe(data, state.info, jax.random.PRNGKey(0))
-        return state.replace(pipeline_state=data, obs=obs)
+        self._template = self.to_mjx()
+        return self._template
 
-    def step(self, state, action: np.ndarray):
-        action = jp.asarray(action)
-        applied = action
-        if self.perturb.latency_steps:
-            if not self._pending:  # the default pose (action 0) until the first one arrives
-                self._pending = [jp.zeros_like(action)] * self.perturb.latency_steps
-            self._pending.append(action)
-            applied = self._pending.pop(0)
-        state, ctrl = self._before(state, applied)
-        self.data.qvel[:] = np.asarray(state.pipeline_state.qvel)  # pushes, if any
+    def advance(self, qvel, ctrl, mocap_pos, mocap_quat) -> None:
+        """One control period of C MuJoCo holding `ctrl`, from the task's `qvel` (pushes, if
+        any) and mocap poses (a goal marker the task moves)."""
+        self.data.qvel[:] = np.asarray(qvel)
         self.data.ctrl[:] = np.asarray(ctrl)
-        self._copy_mocap(state.pipeline_state)
+        self._copy_mocap(np.asarray(mocap_pos), np.asarray(mocap_quat))
         for k in range(self.env.n_substeps):
             if k == self.env.n_substeps - 1:  # mj_step's kinematics are of the state before it
                 self._last_start = self._copy_state()
             mujoco.mj_step(self.model, self.data)
-        return self._after(state, self.to_mjx(), action)
+
+    def native_fields(self) -> tuple[dict[str, np.ndarray], dict[str, np.ndarray]]:
+        """The public and implementation fields of `_NATIVE_FIELDS`, as MJX shapes them."""
+        public = {}
+        for name in _NATIVE_FIELDS[0]:
+            value = getattr(self.data, name)
+            public[name] = value.reshape(-1, 3, 3) if name in _MATRIX_FIELDS else np.copy(value)
+        impl = {name: getattr(self.data, name).copy() for name in _NATIVE_FIELDS[1]}
+        return public, impl
+
+    def native_data(self) -> mjx.Data:
+        """The native state as the task code's `mjx.Data`: the episode's template with the
+        fields C MuJoCo recomputed (the full `to_mjx` when no episode was started)."""
+        if self._template is None:
+            return self.to_mjx()
+        return _with_fields(self._template, *self.native_fields())
 
     def _copy_state(self) -> dict[str, np.ndarray]:
         names = ("qpos", "qvel", "act", "ctrl", "mocap_pos", "mocap_quat")
         return {"time": self.data.time, **{n: getattr(self.data, n).copy() for n in names}}
 
-    def _copy_mocap(self, d: mjx.Data) -> None:
+    def _copy_mocap(self, pos: np.ndarray, quat: np.ndarray) -> None:
         """Mocap bodies the task moves (e.g. a goal marker) follow the task's MJX state."""
         if self.model.nmocap:
-            self.data.mocap_pos[:] = np.asarray(d.mocap_pos)
-            self.data.mocap_quat[:] = np.asarray(d.mocap_quat)
+            self.data.mocap_pos[:] = pos
+            self.data.mocap_quat[:] = quat
+
+
+class NativeBatch:
+    """Several native episodes stepped together: one MjModel and MjData per lane (each with
+    its episode's physics), the task code vmapped over the lanes, so that one call of the
+    compiled task code serves every lane. Lane i of `reset(keys)` is the episode that
+    `NativeRunner.reset(keys[i])` starts."""
+
+    def __init__(self, env, size: int, perturb: NativePerturbation = NativePerturbation()):
+        self.env = env
+        first = NativeRunner(env, perturb)
+        self.lanes = [first] + [NativeRunner(env, perturb, like=first) for _ in range(size - 1)]
+        self._reset = jax.jit(jax.vmap(env.reset))
+        self._before = jax.jit(jax.vmap(env.before_physics))
+        self._after = jax.jit(jax.vmap(env.after_physics))
+        self._observe = jax.jit(jax.vmap(env.observation))
+        self._delay = _Delay(perturb.latency_steps)
+        self._template: mjx.Data | None = None
+
+    def reset(self, keys: jax.Array):
+        states = self._reset(keys)
+        lane_states = _unstack(states, len(self.lanes))
+        lane_keys = list(jax.device_get(keys))
+        datas = [
+            lane.start_episode(s, k)
+            for lane, s, k in zip(self.lanes, lane_states, lane_keys, strict=True)
+        ]
+        self._template = jax.tree.map(lambda *x: np.stack([np.asarray(v) for v in x]), *datas)
+        self._delay = _Delay(self.lanes[0].perturb.latency_steps)
+        keys0 = jp.broadcast_to(jax.random.PRNGKey(0), (len(self.lanes), 2))
+        data = jax.tree.map(jp.asarray, self._template)
+        obs = self._observe(data, states.info, keys0)
+        return states.replace(pipeline_state=data, obs=obs)
+
+    def step(self, states, actions: np.ndarray, active: np.ndarray | None = None):
+        """One control step of every lane; lanes where `active` is False are not simulated
+        (their native state stays; the task code still runs on it)."""
+        actions = jp.asarray(actions)
+        states, ctrl = self._before(states, self._delay(actions))
+        d = states.pipeline_state
+        qvel, ctrl = np.asarray(d.qvel), np.asarray(ctrl)
+        mocap_pos, mocap_quat = np.asarray(d.mocap_pos), np.asarray(d.mocap_quat)
+        publics, impls = [], []
+        for i, lane in enumerate(self.lanes):
+            if active is None or active[i]:
+                lane.advance(qvel[i], ctrl[i], mocap_pos[i], mocap_quat[i])
+            public, impl = lane.native_fields()
+            publics.append(public)
+            impls.append(impl)
+        stack = lambda rows: {k: np.stack([r[k] for r in rows]) for k in rows[0]}  # noqa: E731
+        data = _with_fields(self._template, stack(publics), stack(impls))
+        return self._after(states, data, actions)
+
+
+# What C MuJoCo recomputes each step that task code may read: (public, implementation) fields
+# of mjx.Data. Contacts, constraint rows and the mass matrix are left out (no task reads them).
+_NATIVE_FIELDS = (
+    """time qpos qvel act ctrl qfrc_applied xfrc_applied mocap_pos mocap_quat qacc act_dot
+    sensordata xpos xquat xmat xipos ximat xanchor xaxis ten_length geom_xpos geom_xmat
+    site_xpos site_xmat cam_xpos cam_xmat subtree_com cvel cdof cdof_dot qfrc_bias qfrc_passive
+    qfrc_actuator actuator_force actuator_length qfrc_smooth qacc_smooth qfrc_constraint""".split(),
+    """cinert actuator_velocity ten_velocity cacc cfrc_int cfrc_ext subtree_linvel
+    subtree_angmom""".split(),
+)
+_MATRIX_FIELDS = ("xmat", "ximat", "geom_xmat", "site_xmat", "cam_xmat")
+
+
+def _with_fields(template: mjx.Data, public: dict, impl: dict) -> mjx.Data:
+    """`template` with these fields replaced, cast to the template's dtypes (float32)."""
+
+    def cast(tree, fields):
+        return {k: np.asarray(v, getattr(tree, k).dtype) for k, v in fields.items()}
+
+    return template.replace(
+        **cast(template, public), _impl=template._impl.replace(**cast(template._impl, impl))
+    )
+
+
+def _unstack(tree, size: int) -> list:
+    """Lane i of a batched pytree (as numpy arrays), for i < size."""
+    tree = jax.device_get(tree)
+    return [jax.tree.map(lambda x, i=i: x[i], tree) for i in range(size)]
+
+
+class _Delay:
+    """Actuation latency: the action of step t is applied at step t + k (zeros, the default
+    pose, before the first arrives); k = 0 applies it at once."""
+
+    def __init__(self, steps: int):
+        self.steps = steps
+        self.pending: list[jax.Array] = []
+
+    def __call__(self, action: jax.Array) -> jax.Array:
+        if not self.steps:
+            return action
+        if not self.pending:
+            self.pending = [jp.zeros_like(action)] * self.steps
+        self.pending.append(action)
+        return self.pending.pop(0)
 
 
 def _summarize(task: str, returns, lengths, ended, sums: dict[str, np.ndarray]) -> dict:
@@ -262,36 +409,61 @@ def evaluate_native(
     stop_on_fall: bool = True,
     config=None,
     perturb: NativePerturbation = NativePerturbation(),
+    batch: int = 50,
 ) -> dict:
-    """Roll the ONNX policy in C MuJoCo; `on_frame(model, data)` is called after each step.
-    `config` replaces the evaluation config of the task (`eval_config`); `perturb` adds
-    actuation latency and PD gain errors."""
+    """Roll the ONNX policy in C MuJoCo; `on_frame(model, data)` is called after each step
+    (one episode at a time). `config` replaces the evaluation config of the task
+    (`eval_config`); `perturb` adds actuation latency and PD gain errors. Without `on_frame`,
+    up to `batch` episodes are stepped together (`NativeBatch`): the same episodes as one at
+    a time, with one call of the task code per step for all of them."""
     env = eval_env(policy, command, config)
-    runner = NativeRunner(env, perturb)
     num_steps = int(round(seconds / env.dt))
     keys = jax.random.split(jax.random.PRNGKey(seed), episodes)
-    returns, lengths, falls, sums = [], [], [], {}
+    returns, lengths, falls = np.zeros(episodes), np.zeros(episodes), np.zeros(episodes, bool)
+    sums: dict[str, np.ndarray] = {}
+    if on_frame is None:
+        size = min(batch, episodes)
+        runner = NativeBatch(env, size, perturb)
+        for start in range(0, episodes, size):
+            part = keys[start : start + size]
+            if len(part) < size:  # the last chunk: pad with repeats, then drop them
+                part = jp.concatenate([part, keys[: size - len(part)]])
+            lanes = slice(start, min(start + size, episodes))
+            n = lanes.stop - lanes.start
+            state = runner.reset(part)
+            alive = np.ones(size, bool)
+            alive[n:] = False
+            for _ in range(num_steps):
+                active = alive if stop_on_fall else None
+                state = runner.step(state, policy(np.asarray(state.obs["state"])), active)
+                returns[lanes] += np.where(alive, np.asarray(state.reward), 0.0)[:n]
+                lengths[lanes] += alive[:n]
+                for k, v in jax.device_get(state.metrics).items():
+                    row = sums.setdefault(k, np.zeros(episodes))
+                    row[lanes] += np.where(alive, np.asarray(v), 0.0)[:n]
+                ended = np.asarray(state.done) > 0
+                falls[lanes] |= (ended & alive)[:n]
+                if stop_on_fall:
+                    alive &= ~ended
+                    if not alive.any():
+                        break
+        return _summarize(policy.task, returns, lengths, falls, sums)
+    runner = NativeRunner(env, perturb)
     for episode, key in enumerate(keys):
         state = runner.reset(key)
-        ret, length, fell = 0.0, 0, False
-        if on_frame:
-            on_frame(runner.model, runner.data)
+        on_frame(runner.model, runner.data)
         for _ in range(num_steps):
             state = runner.step(state, policy(np.asarray(state.obs["state"]))[0])
-            ret += float(state.reward)
-            length += 1
+            returns[episode] += float(state.reward)
+            lengths[episode] += 1
             # One device-to-host transfer per step for all metrics, not one per metric.
             for k, v in jax.device_get(state.metrics).items():
                 sums.setdefault(k, np.zeros(episodes))[episode] += float(v)
-            if on_frame:
-                on_frame(runner.model, runner.data)
-            if float(state.done) > 0 and not fell:
-                fell = True
+            on_frame(runner.model, runner.data)
+            if float(state.done) > 0 and not falls[episode]:
+                falls[episode] = True
                 if stop_on_fall:
                     break
-        returns.append(ret)
-        lengths.append(length)
-        falls.append(fell)
     return _summarize(policy.task, returns, lengths, falls, sums)
 
 

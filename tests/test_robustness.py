@@ -84,3 +84,55 @@ def test_bad_perturbations_are_refused():
         NativePerturbation(latency_steps=-1)
     with pytest.raises(ValueError, match="gain_error in"):
         dataclasses.replace(NativePerturbation(), gain_error=1.5)
+
+
+def test_native_data_matches_the_full_conversion_on_what_tasks_read(runner):
+    """Between steps the native state reaches the task code through the episode's template
+    with the recomputed fields replaced: equal to `mjx.put_data` on every such field."""
+    from locomotion.replay import _NATIVE_FIELDS
+
+    state = runner.reset(jax.random.PRNGKey(5))
+    actions = np.random.default_rng(1).uniform(-1, 1, (20, runner.env.action_size))
+    for action in actions:
+        state = runner.step(state, action)
+    fast, full = runner.native_data(), runner.to_mjx()
+    for name in _NATIVE_FIELDS[0]:
+        np.testing.assert_allclose(
+            getattr(fast, name), getattr(full, name), atol=1e-5, err_msg=name
+        )
+    for name in _NATIVE_FIELDS[1]:
+        np.testing.assert_allclose(
+            getattr(fast._impl, name), getattr(full._impl, name), atol=1e-4, err_msg=name
+        )
+    # ...and the task code gives the same observation, reward and metrics from either.
+    action = jax.numpy.asarray(actions[0])
+    a, b = runner._after(state, fast, action), runner._after(state, full, action)
+    for x, y in zip(
+        jax.tree.leaves((a.obs, a.reward, a.metrics)),
+        jax.tree.leaves((b.obs, b.reward, b.metrics)),
+        strict=True,
+    ):
+        np.testing.assert_allclose(x, y, rtol=1e-5, atol=1e-5)
+
+
+def test_batched_native_evaluation_is_the_same_episodes_one_at_a_time():
+    """`evaluate_native` steps episodes together (one call of the task code for all); with
+    `on_frame` it runs them one by one: the same returns, lengths, falls and metrics."""
+    from locomotion.policy import load
+    from locomotion.replay import eval_config, evaluate_native
+
+    policy = load("quadruped_joystick")
+    config = dataclasses.replace(
+        eval_config(policy), randomize=True, obs_noise=1.0, push_seconds=1.0, push_velocity=1.2
+    )
+    perturb = NativePerturbation(latency_steps=1, gain_error=0.1)
+    common = dict(episodes=5, seconds=3.0, seed=3, config=config, perturb=perturb)
+    frames = []
+    one_by_one = evaluate_native(policy, on_frame=lambda m, d: frames.append(1), **common)
+    together = evaluate_native(policy, batch=3, **common)  # chunks of 3 and 2 (padded)
+    assert len(frames) > 5
+    assert together["episodes"] == one_by_one["episodes"] == 5
+    for key in ("return_mean", "episode_length_mean", "fall_rate", "lin_vel_error"):
+        assert together[key] == pytest.approx(one_by_one[key], rel=1e-4, abs=1e-6), key
+    assert 0 < one_by_one["fall_rate"] < 1  # strong pushes: some fall, some do not
+

@@ -1,0 +1,165 @@
+"""Where a PPO iteration's time goes: physics, task logic, reset, policy, update (not a test).
+
+    python benchmarks/profile.py [--tasks quadruped_joystick hand_rotate_z] [--num-envs 512]
+
+Each part is compiled and timed on its own at the task's cpu preset geometry (num_envs x
+unroll_length control steps per iteration; compile excluded, the median of --repeats):
+
+- iteration:   the whole compiled PPO iteration (`ppo.make_train_step`)
+- rollout:     `ppo.rollout` alone (policy sampling + the training wrapper's steps)
+- env step:    the training wrapper's step (time limit, automatic reset) under fixed actions
+- task step:   `vmap(env.step)` with the same actions (physics + task logic, no reset)
+- physics:     `vmap(env.physics_step)` with the episode's model (randomized where the task
+               randomizes) and the controls the task computed, the substeps of one control step
+- policy:      the actor's forward pass and sampling on the rollout's observations
+
+and reported as: physics; task logic = task step - physics; reset = env step - task step;
+policy (and rollout bookkeeping) = rollout - env step; update (normalizer, GAE, epochs of
+minibatch SGD) = iteration - rollout. The parts are separate programs, so XLA cannot fuse
+across them as it does inside the iteration: their sum is close to, not equal to, the whole.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import statistics
+import time
+
+import jax
+import jax.numpy as jp
+
+import locomotion  # noqa: F401  (XLA flags before jax starts)
+from locomotion import registry
+from locomotion.cat import wrap_for_training
+from locomotion.train import ppo
+
+
+def timed(fn, *args, repeats: int) -> float:
+    """Median wall seconds of `fn(*args)` after two warm-up calls."""
+    for _ in range(2):
+        jax.block_until_ready(fn(*args))
+    times = []
+    for _ in range(repeats):
+        start = time.perf_counter()
+        jax.block_until_ready(fn(*args))
+        times.append(time.perf_counter() - start)
+    return statistics.median(times)
+
+
+def profile(task: str, num_envs: int | None, repeats: int) -> dict[str, float]:
+    entry = registry.entry(task)
+    env = entry.env_class(entry.env_config)
+    cfg = entry.presets["cpu"][0]
+    if num_envs:
+        cfg = dataclasses.replace(cfg, num_envs=num_envs)
+    wrapped = wrap_for_training(env, cfg.num_envs)
+    mesh = ppo.make_mesh(cfg.num_envs)
+    state = ppo.init(wrapped, cfg, jax.random.PRNGKey(0), mesh)
+    step = ppo.make_train_step(wrapped, cfg, 100, mesh)
+    for _ in range(3):  # a few iterations so that the state is one training would see
+        state, _ = step(state)
+    nets = ppo.make_networks(env.action_size, cfg)
+    T = cfg.unroll_length
+
+    iteration = timed(lambda s: step(s)[1], state, repeats=repeats)
+    # `step` donates its input: work from a copy from here on.
+    state = jax.tree.map(jp.copy, state)
+    rollout = jax.jit(lambda s, k: ppo.rollout(wrapped, nets, cfg, s, k))
+    t_rollout = timed(rollout, state, jax.random.PRNGKey(1), repeats=repeats)
+    env_state, data = rollout(state, jax.random.PRNGKey(1))
+    actions = jp.tanh(data["actions"]) if cfg.squash else data["actions"]  # [T, B, A]
+
+    @jax.jit
+    def wrapper_steps(s, actions):
+        return jax.lax.scan(lambda s, a: (wrapped.step(s, a), None), s, actions)[0]
+
+    @jax.jit
+    def task_steps(s, actions):
+        return jax.lax.scan(lambda s, a: (jax.vmap(env.step)(s, a), None), s, actions)[0]
+
+    # The controls the task asks for, then the physics alone with those controls.
+    def one_physics(s, ctrl):
+        model = env.model_for(s)
+        return env.physics_step(model, s.pipeline_state, ctrl)
+
+    @jax.jit
+    def controls(s, actions):
+        def f(s, a):
+            ctrl = jax.vmap(env.before_physics)(s, a)[1]
+            return jax.vmap(env.step)(s, a), ctrl
+
+        return jax.lax.scan(f, s, actions)[1]
+
+    @jax.jit
+    def physics_steps(s, ctrls):
+        def f(s, ctrl):
+            data = jax.vmap(one_physics)(s, ctrl)
+            return s.replace(pipeline_state=data), None
+
+        return jax.lax.scan(f, s, ctrls)[0]
+
+    @jax.jit
+    def policy_steps(params, obs_stats, obs, key):
+        def f(carry, x):
+            o, k = x
+            o = obs_stats.normalize(o) if cfg.normalize_observations else o
+            mean, log_std = nets.actor.apply(params["actor"], o)
+            return carry + jp.sum(mean + jp.exp(log_std) * jax.random.normal(k, mean.shape)), None
+
+        return jax.lax.scan(f, 0.0, (obs, jax.random.split(key, T)))[0]
+
+    t_wrapper = timed(wrapper_steps, env_state, actions, repeats=repeats)
+    bare = jax.vmap(env.reset)(jax.random.split(jax.random.PRNGKey(2), cfg.num_envs))
+    t_task = timed(task_steps, bare, actions, repeats=repeats)
+    ctrls = controls(bare, actions)
+    t_physics = timed(physics_steps, bare, ctrls, repeats=repeats)
+    t_policy = timed(
+        policy_steps,
+        state.params,
+        state.obs_stats,
+        data["obs"],
+        jax.random.PRNGKey(3),
+        repeats=repeats,
+    )
+    steps = cfg.num_envs * T
+    return {
+        "task": task,
+        "num_envs": cfg.num_envs,
+        "unroll_length": T,
+        "iteration_s": iteration,
+        "steps_per_s": steps / iteration,
+        "physics": t_physics,
+        "task_logic": t_task - t_physics,
+        "reset": t_wrapper - t_task,
+        "policy_and_bookkeeping": t_rollout - t_wrapper,
+        "policy_forward": t_policy,
+        "update": iteration - t_rollout,
+    }
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--tasks", nargs="+", default=["quadruped_joystick", "hand_rotate_z"])
+    parser.add_argument("--num-envs", type=int, default=None, help="default: the cpu preset's")
+    parser.add_argument("--repeats", type=int, default=3)
+    a = parser.parse_args()
+    print(f"backend {jax.default_backend()} | jax {jax.__version__}")
+    parts = ("physics", "task_logic", "reset", "policy_and_bookkeeping", "update")
+    print("| task | envs x unroll | iteration [ms] | " + " | ".join(parts) + " | policy forward |")
+    print("| --- | --- | --- |" + " --- |" * (len(parts) + 1))
+    for task in a.tasks:
+        r = profile(task, a.num_envs, a.repeats)
+        total = r["iteration_s"]
+        cells = [f"{r[p] * 1e3:,.0f} ms ({r[p] / total:.0%})" for p in parts]
+        print(
+            f"| {task} | {r['num_envs']} x {r['unroll_length']} | {total * 1e3:,.0f} "
+            f"({r['steps_per_s']:,.0f} steps/s) | "
+            + " | ".join(cells)
+            + f" | {r['policy_forward'] * 1e3:,.0f} ms |",
+            flush=True,
+        )
+
+
+if __name__ == "__main__":
+    main()
