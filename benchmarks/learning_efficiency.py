@@ -27,7 +27,6 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
-import functools
 import json
 import time
 from pathlib import Path
@@ -74,16 +73,9 @@ def train_ours(env, cfg, iterations: int, eval_every: int, seed: int):
 
 def train_brax(env, cfg, iterations: int, eval_every: int, seed: int):
     """brax 0.14.2's PPO through its own wrappers, same geometry; returns as `train_ours`."""
-    from brax.training.agents.ppo import networks as brax_networks
     from brax.training.agents.ppo import train as brax_ppo
+    from brax_settings import brax_ppo_settings
 
-    factory = functools.partial(
-        brax_networks.make_ppo_networks,
-        policy_hidden_layer_sizes=cfg.actor_hidden,
-        value_hidden_layer_sizes=cfg.critic_hidden,
-        policy_obs_key="state",
-        value_obs_key="privileged_state",
-    )
     privileged = env.observation_size["privileged_state"]
     kept, start, made = [], time.perf_counter(), {}
 
@@ -98,25 +90,9 @@ def train_brax(env, cfg, iterations: int, eval_every: int, seed: int):
         return policy(full, jax.random.PRNGKey(0))[0]
 
     brax_ppo.train(
-        environment=env,
+        **brax_ppo_settings(env, cfg),
         num_timesteps=iterations * cfg.batch_size,
-        num_envs=cfg.num_envs,
-        episode_length=env.episode_length,
-        unroll_length=cfg.unroll_length,
-        batch_size=cfg.num_envs // cfg.num_minibatches,
-        num_minibatches=cfg.num_minibatches,
-        num_updates_per_batch=cfg.num_epochs,
-        learning_rate=cfg.learning_rate,
-        entropy_cost=cfg.ent_coef,
-        discounting=cfg.gamma,
-        gae_lambda=cfg.gae_lambda,
-        clipping_epsilon=cfg.clip_eps,
-        max_grad_norm=cfg.max_grad_norm,
-        normalize_observations=cfg.normalize_observations,
-        reward_scaling=1.0,
-        network_factory=factory,
         num_evals=iterations // eval_every + 1,
-        run_evals=False,
         policy_params_fn=keep,
         seed=seed,
     )

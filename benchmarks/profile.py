@@ -9,19 +9,23 @@ unroll_length control steps per iteration; compile excluded, the median of --rep
 - rollout:     `ppo.rollout` alone (policy sampling + the training wrapper's steps)
 - env step:    the training wrapper's step (time limit, automatic reset) under fixed actions
 - task step:   `vmap(env.step)` with the same actions (physics + task logic, no reset)
-- physics:     `vmap(env.physics_step)` with the episode's model (randomized where the task
-               randomizes) and the controls the task computed, the substeps of one control step
+- task logic:  the task step with its physics replaced by holding the controls (rewards,
+               observations, commands, randomized model, pushes: everything but `mjx.step`)
 - policy:      the actor's forward pass and sampling on the rollout's observations
 
-and reported as: physics; task logic = task step - physics; reset = env step - task step;
-policy (and rollout bookkeeping) = rollout - env step; update (normalizer, GAE, epochs of
-minibatch SGD) = iteration - rollout. The parts are separate programs, so XLA cannot fuse
-across them as it does inside the iteration: their sum is close to, not equal to, the whole.
+and reported as: task logic; physics = task step - task logic; reset and policy = rollout -
+task step (the automatic reset, the actor's sampling and the rollout's bookkeeping; the reset
+alone, env step - task step, varies from call to call with how many episodes end, so it is
+not split off); update (normalizer, GAE, epochs of minibatch SGD) = iteration - rollout; and
+the actor's forward pass and sampling alone. The parts are separate programs, so XLA cannot
+fuse across them as it does inside the iteration: their sum is close to, not equal to, the
+whole.
 """
 
 from __future__ import annotations
 
 import argparse
+import copy
 import dataclasses
 import statistics
 import time
@@ -57,14 +61,19 @@ def profile(task: str, num_envs: int | None, repeats: int) -> dict[str, float]:
     mesh = ppo.make_mesh(cfg.num_envs)
     state = ppo.init(wrapped, cfg, jax.random.PRNGKey(0), mesh)
     step = ppo.make_train_step(wrapped, cfg, 100, mesh)
-    for _ in range(3):  # a few iterations so that the state is one training would see
-        state, _ = step(state)
+    for _ in range(3):  # compile, and a state that training would see
+        state, metrics = step(state)
+    jax.block_until_ready(metrics)
     nets = ppo.make_networks(env.action_size, cfg)
     T = cfg.unroll_length
 
-    iteration = timed(lambda s: step(s)[1], state, repeats=repeats)
-    # `step` donates its input: work from a copy from here on.
-    state = jax.tree.map(jp.copy, state)
+    times = []  # `step` donates its input: chain the calls
+    for _ in range(repeats):
+        start = time.perf_counter()
+        state, metrics = step(state)
+        jax.block_until_ready(metrics)
+        times.append(time.perf_counter() - start)
+    iteration = statistics.median(times)
     rollout = jax.jit(lambda s, k: ppo.rollout(wrapped, nets, cfg, s, k))
     t_rollout = timed(rollout, state, jax.random.PRNGKey(1), repeats=repeats)
     env_state, data = rollout(state, jax.random.PRNGKey(1))
@@ -78,26 +87,13 @@ def profile(task: str, num_envs: int | None, repeats: int) -> dict[str, float]:
     def task_steps(s, actions):
         return jax.lax.scan(lambda s, a: (jax.vmap(env.step)(s, a), None), s, actions)[0]
 
-    # The controls the task asks for, then the physics alone with those controls.
-    def one_physics(s, ctrl):
-        model = env.model_for(s)
-        return env.physics_step(model, s.pipeline_state, ctrl)
+    # The same steps with the physics replaced by holding the controls: the task logic alone.
+    logic_only = copy.copy(env)
+    logic_only.physics_step = lambda model, data, ctrl: data.replace(ctrl=ctrl)
 
     @jax.jit
-    def controls(s, actions):
-        def f(s, a):
-            ctrl = jax.vmap(env.before_physics)(s, a)[1]
-            return jax.vmap(env.step)(s, a), ctrl
-
-        return jax.lax.scan(f, s, actions)[1]
-
-    @jax.jit
-    def physics_steps(s, ctrls):
-        def f(s, ctrl):
-            data = jax.vmap(one_physics)(s, ctrl)
-            return s.replace(pipeline_state=data), None
-
-        return jax.lax.scan(f, s, ctrls)[0]
+    def logic_steps(s, actions):
+        return jax.lax.scan(lambda s, a: (jax.vmap(logic_only.step)(s, a), None), s, actions)[0]
 
     @jax.jit
     def policy_steps(params, obs_stats, obs, key):
@@ -112,8 +108,7 @@ def profile(task: str, num_envs: int | None, repeats: int) -> dict[str, float]:
     t_wrapper = timed(wrapper_steps, env_state, actions, repeats=repeats)
     bare = jax.vmap(env.reset)(jax.random.split(jax.random.PRNGKey(2), cfg.num_envs))
     t_task = timed(task_steps, bare, actions, repeats=repeats)
-    ctrls = controls(bare, actions)
-    t_physics = timed(physics_steps, bare, ctrls, repeats=repeats)
+    t_logic = timed(logic_steps, bare, actions, repeats=repeats)
     t_policy = timed(
         policy_steps,
         state.params,
@@ -129,10 +124,10 @@ def profile(task: str, num_envs: int | None, repeats: int) -> dict[str, float]:
         "unroll_length": T,
         "iteration_s": iteration,
         "steps_per_s": steps / iteration,
-        "physics": t_physics,
-        "task_logic": t_task - t_physics,
-        "reset": t_wrapper - t_task,
-        "policy_and_bookkeeping": t_rollout - t_wrapper,
+        "physics": t_task - t_logic,
+        "task_logic": t_logic,
+        "reset_and_policy": t_rollout - t_task,
+        "reset_alone": t_wrapper - t_task,
         "policy_forward": t_policy,
         "update": iteration - t_rollout,
     }
@@ -145,7 +140,7 @@ def main() -> None:
     parser.add_argument("--repeats", type=int, default=3)
     a = parser.parse_args()
     print(f"backend {jax.default_backend()} | jax {jax.__version__}")
-    parts = ("physics", "task_logic", "reset", "policy_and_bookkeeping", "update")
+    parts = ("physics", "task_logic", "reset_and_policy", "update")
     print("| task | envs x unroll | iteration [ms] | " + " | ".join(parts) + " | policy forward |")
     print("| --- | --- | --- |" + " --- |" * (len(parts) + 1))
     for task in a.tasks:
