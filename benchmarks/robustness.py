@@ -102,7 +102,7 @@ def falls_by_physics(name: str, condition: str, episodes: int, seconds: float, s
         state = batch.step(state, policy(np.asarray(state.obs["state"])), alive)
         fell = (np.asarray(state.done) > 0) & alive
         for i in np.flatnonzero(fell):
-            command = np.round(np.asarray(state.info["command"][i]), 2).tolist()
+            command = [round(float(c), 2) for c in np.asarray(state.info["command"][i])]
             physics = {k: round(float(v[i]), 2) for k, v in params.items() if np.ndim(v) == 1}
             print(f"episode {i} fell at {t * env.dt:.2f} s, command {command}, {physics}")
         alive &= ~fell
