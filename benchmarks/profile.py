@@ -7,7 +7,6 @@ unroll_length control steps per iteration; compile excluded, the median of --rep
 
 - iteration:   the whole compiled PPO iteration (`ppo.make_train_step`)
 - rollout:     `ppo.rollout` alone (policy sampling + the training wrapper's steps)
-- env step:    the training wrapper's step (time limit, automatic reset) under fixed actions
 - task step:   `vmap(env.step)` with the same actions (physics + task logic, no reset)
 - task logic:  the task step with its physics replaced by holding the controls (rewards,
                observations, commands, randomized model, pushes: everything but `mjx.step`)
@@ -15,11 +14,10 @@ unroll_length control steps per iteration; compile excluded, the median of --rep
 
 and reported as: task logic; physics = task step - task logic; reset and policy = rollout -
 task step (the automatic reset, the actor's sampling and the rollout's bookkeeping; the reset
-alone, env step - task step, varies from call to call with how many episodes end, so it is
-not split off); update (normalizer, GAE, epochs of minibatch SGD) = iteration - rollout; and
-the actor's forward pass and sampling alone. The parts are separate programs, so XLA cannot
-fuse across them as it does inside the iteration: their sum is close to, not equal to, the
-whole.
+is not timed apart: its cost varies from call to call with how many episodes end); update
+(normalizer, GAE, epochs of minibatch SGD) = iteration - rollout; and the actor's forward pass
+and sampling alone. The parts are separate programs, so XLA cannot fuse across them as it does
+inside the iteration: their sum is close to, not equal to, the whole.
 """
 
 from __future__ import annotations
@@ -76,12 +74,8 @@ def profile(task: str, num_envs: int | None, repeats: int) -> dict[str, float]:
     iteration = statistics.median(times)
     rollout = jax.jit(lambda s, k: ppo.rollout(wrapped, nets, cfg, s, k))
     t_rollout = timed(rollout, state, jax.random.PRNGKey(1), repeats=repeats)
-    env_state, data = rollout(state, jax.random.PRNGKey(1))
+    data = rollout(state, jax.random.PRNGKey(1))[1]
     actions = jp.tanh(data["actions"]) if cfg.squash else data["actions"]  # [T, B, A]
-
-    @jax.jit
-    def wrapper_steps(s, actions):
-        return jax.lax.scan(lambda s, a: (wrapped.step(s, a), None), s, actions)[0]
 
     @jax.jit
     def task_steps(s, actions):
@@ -105,7 +99,6 @@ def profile(task: str, num_envs: int | None, repeats: int) -> dict[str, float]:
 
         return jax.lax.scan(f, 0.0, (obs, jax.random.split(key, T)))[0]
 
-    t_wrapper = timed(wrapper_steps, env_state, actions, repeats=repeats)
     bare = jax.vmap(env.reset)(jax.random.split(jax.random.PRNGKey(2), cfg.num_envs))
     t_task = timed(task_steps, bare, actions, repeats=repeats)
     t_logic = timed(logic_steps, bare, actions, repeats=repeats)
@@ -127,7 +120,6 @@ def profile(task: str, num_envs: int | None, repeats: int) -> dict[str, float]:
         "physics": t_task - t_logic,
         "task_logic": t_logic,
         "reset_and_policy": t_rollout - t_task,
-        "reset_alone": t_wrapper - t_task,
         "policy_forward": t_policy,
         "update": iteration - t_rollout,
     }
