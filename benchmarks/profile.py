@@ -7,7 +7,7 @@ unroll_length control steps per iteration; compile excluded, the median of --rep
 
 - iteration:   the whole compiled PPO iteration (`ppo.make_train_step`)
 - rollout:     `ppo.rollout` alone (policy sampling + the training wrapper's steps)
-- task step:   `vmap(env.step)` with the same actions (physics + task logic, no reset)
+- task step:   `vmap(env.step)` with the rollout's actions (physics + task logic, no reset)
 - task logic:  the task step with its physics replaced by holding the controls (rewards,
                observations, commands, randomized model, pushes: everything but `mjx.step`)
 - policy:      the actor's forward pass and sampling on the rollout's observations
