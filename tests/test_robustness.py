@@ -135,4 +135,3 @@ def test_batched_native_evaluation_is_the_same_episodes_one_at_a_time():
     for key in ("return_mean", "episode_length_mean", "fall_rate", "lin_vel_error"):
         assert together[key] == pytest.approx(one_by_one[key], rel=1e-4, abs=1e-6), key
     assert 0 < one_by_one["fall_rate"] < 1  # strong pushes: some fall, some do not
-
