@@ -4,6 +4,12 @@
     python benchmarks/gpu_check.py --dry-run        # tiny sizes: end to end on a CPU
 
 1. `locomotion info` (printed; "info" in the JSON), after `locomotion.gpu.configure()`.
+   Physics alone (`--sections physics`, "physics" in the JSON): the quadruped's MJX model
+   stepped bare, `vmap(mjx.step)` from its keyframe under random joint targets (+-0.3 rad
+   about the default pose, redrawn every control step), with each physics implementation
+   installed (`jax`, and `warp` with mujoco-warp: data made from the MjModel with contact
+   buffers sized for the batch), at the throughput sizes; the robots' mean base height after
+   the timed steps shows both simulate the same thing.
 2. quadruped_joystick at 4096, 8192 and 16384 envs, for each physics implementation (`jax`;
    `warp` only when mujoco-warp is installed and the task has an `impl` setting, otherwise one
    row that says why not): control steps/s of the bare batched step `vmap(env.step)` under
@@ -15,7 +21,8 @@
    mean linear-velocity tracking error below 0.1 m/s with no falls. Reports the minutes and
    control steps to the bar, training alone (compilation included) and with the checks; ends
    with the task's own evaluation (`locomotion.evaluation.evaluate`, what eval.json holds) of
-   the last policy, on the same initial states as the checks.
+   the last policy, on the same initial states as the checks, and exports that policy
+   (policy.onnx, policy.json, scene.xml in `--policy-dir`) for native replay elsewhere.
    The run at the preset's size is the one whose first iterations step 2 timed: those
    iterations count towards the bar, and the run is compiled once.
 
@@ -23,6 +30,7 @@ Everything goes to one JSON file (`--out`), rewritten after every measurement, s
 short keeps what it measured; a size that fails (out of GPU memory, say) is recorded with its
 error and the others go on. The whole run keeps within `--budget-minutes`: throughput gets at
 most 40 % of it, training what is left less a reserve for the final evaluation.
+`--sections` picks the parts (default: throughput and training; add `physics`).
 `--dry-run` uses 8 envs, 2 iterations and one 0.1 s evaluation episode, and compiles with
 XLA's optimizations off (it measures nothing, it shows that every step runs).
 """
@@ -67,6 +75,7 @@ class Sizes:
     reserve_seconds: float  # kept from training for the final evaluation
 
 
+SECTIONS = ("physics", "throughput", "train")
 FULL = Sizes((4096, 8192, 16384), "gpu", None, None, 20, 100, 10.0, 24, 3, True, 60.0)
 DRY = Sizes((8,), "smoke", 8, 3, 1, 1, 0.1, 4, 1, False, 0.0)
 
@@ -79,7 +88,21 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--num-envs", type=int, nargs="+", help="throughput sizes")
     parser.add_argument("--check-every", type=int, help="iterations between walking checks")
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument(
+        "--sections",
+        default="throughput,train",
+        help="comma-separated parts to run, of: physics, throughput, train",
+    )
+    parser.add_argument(
+        "--policy-dir",
+        type=Path,
+        help="where the trained policy is exported (default: beside --out, <stem>_policy)",
+    )
     args = parser.parse_args(argv)
+    sections = [s.strip() for s in args.sections.split(",") if s.strip()]
+    unknown = sorted(set(sections) - set(SECTIONS))
+    if unknown or not sections:
+        parser.error(f"--sections: unknown {unknown or 'none given'}; choose from {SECTIONS}")
     sizes = DRY if args.dry_run else FULL
     if args.num_envs:
         sizes = dataclasses.replace(sizes, num_envs=tuple(args.num_envs))
@@ -116,18 +139,40 @@ def main(argv: list[str] | None = None) -> int:
     train_cfg = dataclasses.replace(ppo_cfg, num_envs=sizes.train_envs or ppo_cfg.num_envs)
     env = entry.env_class(entry.env_config)
     runs: dict[int, Training] = {}  # the training run, once a size has started it
+    report["sections"] = sections
 
-    report["throughput"] = []
-    end = start + 0.4 * (deadline - start)
-    for row in throughput(entry, sizes, ppo_cfg, train_cfg, run_cfg, args.seed, end, runs):
-        report["throughput"].append(row)
-        print(json.dumps(row), flush=True)
+    if "physics" in sections:
+        report["physics"] = []
+        # The whole budget when physics runs alone, else a fifth of it.
+        share = 1.0 if sections == ["physics"] else 0.2
+        end = time.perf_counter() + share * (deadline - time.perf_counter())
+        for row in physics(env, sizes, end):
+            report["physics"].append(row)
+            print(json.dumps(row), flush=True)
+            save()
+
+    if "throughput" in sections:
+        report["throughput"] = []
+        share = 1.0 if "train" not in sections else 0.4
+        end = time.perf_counter() + share * (deadline - time.perf_counter())
+        for row in throughput(entry, sizes, ppo_cfg, train_cfg, run_cfg, args.seed, end, runs):
+            report["throughput"].append(row)
+            print(json.dumps(row), flush=True)
+            save()
+
+    if "train" in sections:
+        run = runs.get(train_cfg.num_envs) or Training.start(env, train_cfg, run_cfg, args.seed)
+        report["train_to_bar"] = {}
+        train_to_bar(entry, run, sizes, args.seed, deadline, report["train_to_bar"], save)
         save()
-
-    run = runs.get(train_cfg.num_envs) or Training.start(env, train_cfg, run_cfg, args.seed)
-    report["train_to_bar"] = {}
-    train_to_bar(entry, run, sizes, args.seed, deadline, report["train_to_bar"], save)
-    save()
+        policy_dir = args.policy_dir or args.out.with_name(f"{args.out.stem}_policy")
+        try:
+            report["train_to_bar"]["policy_dir"] = str(
+                export_policy(entry, run, run_cfg, args.seed, policy_dir)
+            )
+        except Exception as err:  # the figures above stay written
+            report["train_to_bar"]["policy_dir"] = f"{type(err).__name__}: {err}"
+        save()
     print(f"wrote {args.out} ({report['total_minutes']:.1f} min)")
     return 0
 
@@ -242,6 +287,99 @@ def bare_steps_per_second(env, num_envs: int, unroll: int, repeats: int) -> floa
         state = run(state, jax.random.PRNGKey(i))
     jax.block_until_ready(state)
     return num_envs * unroll * repeats / (time.perf_counter() - start)
+
+
+def physics(env, sizes: Sizes, end: float):
+    """Rows {impl, num_envs, physics_ctrl_steps_per_s, compile_seconds, base_height, error}:
+    the task's MjModel stepped bare (no task code), per size and then per installed MJX
+    implementation (the two side by side before the next size), until `end` (a perf_counter
+    time; later rows are skipped)."""
+    impls = ["jax"]
+    try:
+        importlib.metadata.version("mujoco-warp")
+        impls.append("warp")
+    except importlib.metadata.PackageNotFoundError:
+        yield {"impl": "warp", "num_envs": None, "skipped": "not installed (mujoco-warp)"}
+    for n in sizes.num_envs:
+        for impl in impls:
+            row = {"impl": impl, "num_envs": n}
+            if time.perf_counter() > end:
+                yield {**row, "skipped": "time budget spent"}
+                continue
+            try:
+                row.update(physics_steps_per_second(env, impl, n, sizes.unroll, sizes.repeats))
+                row["error"] = None
+            except Exception as err:  # out of memory or an unsupported feature: go on
+                row["error"] = f"{type(err).__name__}: {str(err).strip()[:300]}"
+            yield row
+
+
+def physics_steps_per_second(env, impl: str, num_envs: int, unroll: int, repeats: int) -> dict:
+    """Control steps/s of `vmap(mjx.step)` on `env`'s MjModel with implementation `impl`:
+    every robot starts at the keyframe; joint targets are the default pose plus uniform noise
+    of +-0.3 rad, redrawn every control step and held over its physics substeps."""
+    import jax
+    import jax.numpy as jp
+    from mujoco import mjx
+
+    m = env.mj_model
+    model = mjx.put_model(m, impl=impl)
+    buffers = {"naconmax": 8 * num_envs, "njmax": 64} if impl == "warp" else {}
+    qpos0 = jp.asarray(m.key_qpos[0])
+    default = qpos0[7:]
+
+    def make(_):
+        return mjx.make_data(m, impl=impl, **buffers).replace(qpos=qpos0, ctrl=default)
+
+    data = jax.jit(jax.vmap(make))(jp.arange(num_envs))
+    substeps = env.n_substeps
+
+    @jax.jit
+    def run(data, key):
+        def control_step(data, k):
+            noise = jax.random.uniform(k, (num_envs, default.shape[0]), minval=-0.3, maxval=0.3)
+            data = data.replace(ctrl=default + noise)
+            step = jax.vmap(mjx.step, in_axes=(None, 0))
+            return jax.lax.fori_loop(0, substeps, lambda _, d: step(model, d), data), None
+
+        return jax.lax.scan(control_step, data, jax.random.split(key, unroll))[0]
+
+    t = time.perf_counter()
+    data = jax.block_until_ready(run(data, jax.random.PRNGKey(100)))  # compilation
+    compile_seconds = time.perf_counter() - t
+    start = time.perf_counter()
+    for i in range(repeats):
+        data = run(data, jax.random.PRNGKey(i))
+    jax.block_until_ready(data)
+    seconds = time.perf_counter() - start
+    height = float(jp.mean(data.qpos[:, 2]))
+    return {
+        "physics_ctrl_steps_per_s": round(num_envs * unroll * repeats / seconds, 1),
+        "physics_steps_per_s": round(num_envs * unroll * repeats * substeps / seconds, 1),
+        "compile_seconds": round(compile_seconds, 1),
+        "base_height": round(height, 4),
+        "finite": bool(jp.all(jp.isfinite(data.qpos))),
+    }
+
+
+def export_policy(entry, run: Training, run_cfg, seed: int, policy_dir: Path) -> Path:
+    """The trained policy as `locomotion export` writes it (policy.onnx, policy.json,
+    scene.xml), through a run directory (config.json + the last checkpoint) beside it."""
+    from locomotion import config as config_io
+    from locomotion.export import export
+    from locomotion.train.driver import save_checkpoint
+
+    run_dir = policy_dir.with_name(f"{policy_dir.name}_run")
+    run_dir.mkdir(parents=True, exist_ok=True)
+    cfg = config_io.TrainConfig(
+        task=TASK,
+        env=entry.env_config,
+        ppo=run.cfg,
+        run=dataclasses.replace(run_cfg, seed=seed, keep="last"),
+    )
+    config_io.save(cfg, run_dir / "config.json")
+    save_checkpoint(run_dir, run.state)
+    return export(run_dir, policy_dir)
 
 
 def _impl_unavailable(entry, impl: str) -> str | None:

@@ -1,6 +1,7 @@
 """Where a PPO iteration's time goes: physics, task logic, reset, policy, update (not a test).
 
-    python benchmarks/profile.py [--tasks quadruped_joystick hand_rotate_z] [--num-envs 512]
+    python benchmarks/iteration_profile.py [--tasks quadruped_joystick hand_rotate_z]
+                                          [--num-envs 512]
 
 Each part is compiled and timed on its own at the task's cpu preset geometry (num_envs x
 unroll_length control steps per iteration; compile excluded, the median of --repeats):
