@@ -175,7 +175,15 @@ def test_detect_backend_without_starting_jax(clean_gpu_env, monkeypatch):
 def test_gpu_check_dry_run_writes_its_json(tmp_path):
     out = tmp_path / "gpu_check.json"
     result = subprocess.run(
-        [sys.executable, "benchmarks/gpu_check.py", "--dry-run", "--out", str(out)],
+        [
+            sys.executable,
+            "benchmarks/gpu_check.py",
+            "--dry-run",
+            "--sections",
+            "physics,throughput,train",
+            "--out",
+            str(out),
+        ],
         cwd=ROOT,
         capture_output=True,
         text=True,
@@ -186,6 +194,11 @@ def test_gpu_check_dry_run_writes_its_json(tmp_path):
     assert report["dry_run"] is True and report["gpu_settings"] == {}
     assert report["info"]["backend"] == "cpu" and report["total_minutes"] > 0
 
+    assert report["sections"] == ["physics", "throughput", "train"]
+    (physics,) = [r for r in report["physics"] if r["impl"] == "jax"]
+    assert physics["num_envs"] == 8 and physics["error"] is None and physics["finite"]
+    assert physics["physics_ctrl_steps_per_s"] > 0
+    assert 0.15 < physics["base_height"] < 0.35  # standing, not fallen through the floor
     jax_rows = [r for r in report["throughput"] if r["impl"] == "jax"]
     assert [r["num_envs"] for r in jax_rows] == [8]
     assert jax_rows[0]["error"] is None
@@ -203,3 +216,28 @@ def test_gpu_check_dry_run_writes_its_json(tmp_path):
         assert isinstance(t["checks"][-1][key], (int, float)), key
     assert "eval/tracking/lin_vel_error" in t["final_eval"]
     assert t["final_eval_matches_last_check"] is True
+    # The trained policy is exported as `locomotion export` writes it, and loads.
+    policy_dir = Path(t["policy_dir"])
+    assert policy_dir == tmp_path / "gpu_check_policy"
+    assert {"policy.onnx", "policy.json", "scene.xml"} <= {p.name for p in policy_dir.iterdir()}
+    from locomotion.policy import load
+
+    assert load(policy_dir).task == "quadruped_joystick"
+
+
+def test_flax_that_cannot_run_on_this_jax_is_refused_at_import(monkeypatch):
+    """flax <= 0.12.6 on jax 0.11 failed deep in the first network init on a GPU machine."""
+    from importlib import metadata
+
+    import locomotion
+
+    def versions(jax_v, flax_v):
+        table = {"jax": jax_v, "flax": flax_v}
+        monkeypatch.setattr(metadata, "version", lambda name: table[name])
+
+    versions("0.11.2", "0.12.6")
+    with pytest.raises(ImportError, match=r"flax>=0.12.7"):
+        locomotion._check_flax_for_jax()
+    for ok in (("0.11.2", "0.12.8"), ("0.9.2", "0.12.6"), ("0.11.0rc1", "0.12.10")):
+        versions(*ok)
+        locomotion._check_flax_for_jax()
