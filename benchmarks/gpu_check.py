@@ -7,12 +7,12 @@
    Physics alone (`--sections physics`, "physics" in the JSON): the quadruped's MJX model
    stepped bare, `vmap(mjx.step)` from its keyframe under random joint targets (+-0.3 rad
    about the default pose, redrawn every control step), with each physics implementation
-   installed (`jax`, and `warp` with mujoco-warp: data made from the MjModel with contact
+   installed (`jax`, and `warp` with warp-lang: data made from the MjModel with contact
    buffers sized for the batch), at the throughput sizes; the robots' mean base height after
    the timed steps shows both simulate the same thing.
 2. quadruped_joystick at 8192, 16384 and 4096 envs (the preset's size first: its compiled
    run goes on to train), for each physics implementation (`jax`;
-   `warp` only when mujoco-warp is installed and the task has an `impl` setting, otherwise one
+   `warp` only when warp-lang is installed and the task has an `impl` setting, otherwise one
    row that says why not): control steps/s of the bare batched step `vmap(env.step)` under
    random actions (no time limit or reset), and of whole PPO iterations (rollout, GAE,
    updates) with the gpu preset's settings at that many envs; compilation excluded.
@@ -280,6 +280,7 @@ def bare_steps_per_second(env, num_envs: int, unroll: int, repeats: int) -> floa
 
         return strong(jax.lax.scan(one, state, jax.random.split(key, unroll))[0])
 
+    env.prepare_batch(num_envs)
     state = jax.jit(jax.vmap(env.reset))(jax.random.split(jax.random.PRNGKey(0), num_envs))
     state = strong(state)
     state = jax.block_until_ready(run(state, jax.random.PRNGKey(100)))  # compilation
@@ -297,10 +298,10 @@ def physics(env, sizes: Sizes, end: float):
     time; later rows are skipped)."""
     impls = ["jax"]
     try:
-        importlib.metadata.version("mujoco-warp")
+        importlib.metadata.version("warp-lang")
         impls.append("warp")
     except importlib.metadata.PackageNotFoundError:
-        yield {"impl": "warp", "num_envs": None, "skipped": "not installed (mujoco-warp)"}
+        yield {"impl": "warp", "num_envs": None, "skipped": "not installed (warp-lang)"}
     for n in sizes.num_envs:
         for impl in impls:
             row = {"impl": impl, "num_envs": n}
@@ -387,7 +388,7 @@ def _impl_unavailable(entry, impl: str) -> str | None:
     """Why the task cannot be stepped with physics implementation `impl` here, or None."""
     if impl == "jax":
         return None
-    package = {"warp": "mujoco-warp"}[impl]
+    package = {"warp": "warp-lang"}[impl]  # mujoco-mjx bundles MuJoCo Warp itself
     try:
         importlib.metadata.version(package)
     except importlib.metadata.PackageNotFoundError:
@@ -410,6 +411,8 @@ def make_walking_check(env, nets, cfg, num_envs: int, num_steps: int, key):
     import jax.numpy as jp
 
     from locomotion.train import ppo
+
+    env.prepare_batch(num_envs)
 
     @jax.jit
     def run(params, obs_stats):

@@ -100,6 +100,7 @@ def profile(task: str, num_envs: int | None, repeats: int) -> dict[str, float]:
 
         return jax.lax.scan(f, 0.0, (obs, jax.random.split(key, T)))[0]
 
+    env.prepare_batch(cfg.num_envs)
     bare = jax.vmap(env.reset)(jax.random.split(jax.random.PRNGKey(2), cfg.num_envs))
     t_task = timed(task_steps, bare, actions, repeats=repeats)
     t_logic = timed(logic_steps, bare, actions, repeats=repeats)

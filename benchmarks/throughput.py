@@ -3,6 +3,7 @@
     python benchmarks/throughput.py [--task quadruped_joystick] [--num-envs 64 256 512]
     python benchmarks/throughput.py --task quadruped_rough --against quadruped_joystick
     python benchmarks/throughput.py --brax --num-envs 512    # pip install -e ".[bench]"
+    python benchmarks/throughput.py --impl jax warp           # pip install -e ".[warp]"
 
 
 Reports control steps per second for (a) the bare batched step `vmap(env.step)` with random
@@ -14,6 +15,8 @@ fastest this machine simulates it. `--brax` trains the task with our PPO and wit
 PPO (through brax's own wrappers, the same batch geometry, compile excluded) in one run and
 prints the ratio of their training steps/s. `--against TASK` also measures TASK at the same
 num_envs in the same run and prints the ratios (e.g. the terrain's cost: rough against flat).
+`--impl jax warp` measures the task with each MJX physics implementation in turn (rows
+labelled), against the same native reference.
 """
 
 from __future__ import annotations
@@ -104,6 +107,7 @@ def _steps_per_second(step, state, num_envs: int, action_size: int, unroll: int,
 def bare_env_throughput(env, num_envs: int, unroll: int = 24, repeats: int = 3) -> float:
     """`vmap(env.step)` alone: no time limit, no automatic reset (episodes that end keep
     stepping), the upper bound of what the training wrapper can reach."""
+    env.prepare_batch(num_envs)
     state = jax.jit(jax.vmap(env.reset))(jax.random.split(jax.random.PRNGKey(0), num_envs))
     step = jax.vmap(env.step)
     return _steps_per_second(step, state, num_envs, env.action_size, unroll, repeats)
@@ -175,6 +179,13 @@ def main():
     parser.add_argument("--skip-train", action="store_true")
     parser.add_argument("--against", help="a second task measured at the same num_envs")
     parser.add_argument(
+        "--impl",
+        nargs="+",
+        default=["jax"],
+        choices=["jax", "warp"],
+        help="MJX physics implementations to measure, in turn",
+    )
+    parser.add_argument(
         "--brax", action="store_true", help="train with our PPO and brax's PPO; print the ratio"
     )
     args = parser.parse_args()
@@ -184,7 +195,13 @@ def main():
         return compare(args.task, args.against, args.num_envs, args.skip_train)
 
     entry = registry.entry(args.task)
-    env = entry.env_class(entry.env_config)
+    envs = {}
+    for impl in args.impl:
+        if impl != "jax" and not hasattr(entry.env_config, "impl"):
+            raise SystemExit(f"{args.task} has no impl setting (not an MJX task)")
+        config = dataclasses.replace(entry.env_config, impl=impl) if impl != "jax" else None
+        envs[impl] = entry.env_class(config or entry.env_config)
+    env = envs[args.impl[0]]
     ppo_cfg = entry.presets["gpu" if jax.default_backend() == "gpu" else "cpu"][0]
     one_core = native_reference(env)
     reference = native_reference_all_cores(env)
@@ -197,18 +214,20 @@ def main():
         f"{reference:,.0f} control steps/s (1 core, Python loop: {one_core:,.0f})"
     )
     print(
-        f"{'num_envs':>9} | {'bare vmap(step)/s':>17} | {'env steps/s':>12} | {'x bare':>6} | "
-        f"{'x native':>8} | {'train steps/s':>13} | {'x native':>8}"
+        f"{'impl':>5} | {'num_envs':>9} | {'bare vmap(step)/s':>17} | {'env steps/s':>12} | "
+        f"{'x bare':>6} | {'x native':>8} | {'train steps/s':>13} | {'x native':>8}"
     )
     for n in args.num_envs:
-        bare_sps = bare_env_throughput(env, n)
-        env_sps = env_throughput(env, n)
-        train_sps = float("nan") if args.skip_train else train_throughput(env, ppo_cfg, n)
-        print(
-            f"{n:>9} | {bare_sps:>17,.0f} | {env_sps:>12,.0f} | {env_sps / bare_sps:>6.2f} | "
-            f"{env_sps / reference:>8.2f} | {train_sps:>13,.0f} | {train_sps / reference:>8.2f}",
-            flush=True,
-        )
+        for impl, env in envs.items():
+            bare_sps = bare_env_throughput(env, n)
+            env_sps = env_throughput(env, n)
+            train_sps = float("nan") if args.skip_train else train_throughput(env, ppo_cfg, n)
+            print(
+                f"{impl:>5} | {n:>9} | {bare_sps:>17,.0f} | {env_sps:>12,.0f} | "
+                f"{env_sps / bare_sps:>6.2f} | {env_sps / reference:>8.2f} | "
+                f"{train_sps:>13,.0f} | {train_sps / reference:>8.2f}",
+                flush=True,
+            )
 
 
 def compare(task: str, against: str, sizes: list[int], skip_train: bool) -> None:

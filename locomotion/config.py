@@ -41,6 +41,11 @@ def to_dict(cfg: Any) -> dict:
     return dataclasses.asdict(cfg)
 
 
+# Fields added to task settings after runs and policies were written without them, with the
+# value every one of those runs used (not today's default by chance: the only value there was).
+ADDED_FIELDS = {"impl": "jax"}  # MJX physics implementation; only jax existed before
+
+
 def from_dict(cls: type, data: Any) -> Any:
     """Rebuild a (nested, frozen) dataclass from `to_dict` output. Every field must be there:
     a field added to the code since the file was written would otherwise silently take
@@ -51,6 +56,7 @@ def from_dict(cls: type, data: Any) -> Any:
         unknown = set(data) - known
         if unknown:
             raise ValueError(f"unknown {cls.__name__} fields: {sorted(unknown)}")
+        data = {**{k: v for k, v in ADDED_FIELDS.items() if k in known}, **data}
         missing = known - set(data)
         if missing:
             raise ValueError(

@@ -21,6 +21,7 @@ from typing import Any
 import jax
 import jax.numpy as jp
 from flax import struct
+from mujoco import mjx
 
 Observation = dict[str, jax.Array]
 
@@ -78,12 +79,26 @@ class Env(abc.ABC):
         """Control period [s]."""
         return 0.02
 
+    def prepare_batch(self, num_envs: int) -> None:
+        """Called before `reset` is vmapped over `num_envs` environments that step together
+        (MJX's warp implementation sizes its shared contact buffers here); nothing by default."""
+        del num_envs
+
     def restart(self, ended: State, fresh: State) -> State:
         """The state the next episode starts from, where `ended`'s episode just ended and
         `fresh` is a reset state drawn for it: what must survive an automatic reset goes
         from `ended` into `fresh` here (a terrain curriculum's level). `fresh` unchanged by
         default. Called for every env at every step (the result is used where one ended)."""
         return fresh
+
+
+def select(pred: jax.Array, new, old):
+    """`new` where `pred`, else `old`, leaf by leaf; an `mjx.Data` through its own `where`,
+    which keeps the warp implementation's shared buffers (contacts and constraint rows of the
+    whole batch, recomputed every step) out of the per-env selection."""
+    if isinstance(old, mjx.Data):
+        return old.where(pred, new)
+    return jax.tree.map(lambda a, b: jp.where(pred, a, b), new, old)
 
 
 def strong_types(tree):
@@ -132,6 +147,7 @@ class TrainingWrapper:
     def __init__(self, env: Env, num_envs: int):
         self.env = env
         self.num_envs = num_envs
+        env.prepare_batch(num_envs)
 
     @property
     def action_size(self) -> int:
@@ -238,7 +254,7 @@ class TrainingWrapper:
             if k not in _TRANSITION_KEYS:
                 info[k] = jax.tree.map(pick, fresh.info[k], info[k])
         return state.replace(
-            pipeline_state=jax.tree.map(pick, fresh.pipeline_state, state.pipeline_state),
+            pipeline_state=select(state.done > 0, fresh.pipeline_state, state.pipeline_state),
             obs=jax.tree.map(pick, fresh.obs, state.obs),
             info=info,
         )

@@ -38,6 +38,7 @@ def make_evaluate(
     """`evaluate(policy, key)` compiled once for `act(policy, obs) -> action`: the policy's
     parameters are an argument, so evaluating checkpoint after checkpoint compiles nothing new.
     Measures what `evaluate` does."""
+    env.prepare_batch(num_envs)
 
     @jax.jit
     def run(policy, key):

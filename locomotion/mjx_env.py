@@ -13,9 +13,41 @@ from mujoco import mjx
 from locomotion.envs import Env, State
 from locomotion.robots.spec import RobotSpec, load_model
 
+IMPLS = ("jax", "warp")  # MJX physics implementations a task can use (config `impl`)
+
+
+def check_warp_installed() -> None:
+    """A clear error where MJX's warp implementation cannot run."""
+    try:
+        import warp  # noqa: F401
+        from mujoco.mjx.third_party import mujoco_warp  # noqa: F401  (vendored by mujoco-mjx)
+    except ImportError as err:
+        raise ImportError(
+            "impl='warp' needs NVIDIA Warp, which mujoco-mjx's bundled MuJoCo Warp runs on: "
+            f"pip install -e '.[warp]' (warp-lang; {err})"
+        ) from None
+
+
+def warp_buffer_sizes(m: mujoco.MjModel) -> tuple[int, int]:
+    """(contacts, constraint rows) to reserve per environment for MuJoCo Warp: its own
+    heuristics for the model (MuJoCo Warp's `_default_nconmax` and `_default_njmax`: 48 and 64
+    for the quadruped on flat ground, 128 and 1024 on a heightfield)."""
+    try:
+        from mujoco.mjx.third_party.mujoco_warp._src import io as warp_io
+    except ImportError:  # warp not installed: the sizes are never used
+        return 0, 0
+    return int(warp_io._default_nconmax(m)), int(warp_io._default_njmax(m))
+
 
 class MjxEnv(Env):
-    """An `Env` backed by an MJCF model stepped with MJX. Subclasses write the task."""
+    """An `Env` backed by an MJCF model stepped with MJX. Subclasses write the task.
+
+    `impl` picks MJX's physics implementation: "jax" (XLA, the default) or "warp" (MuJoCo
+    Warp's kernels through XLA's foreign-function interface; needs the `warp` extra). Warp
+    keeps the contacts and constraint rows of a whole batch in buffers shared by all its
+    environments, so their size depends on the batch: whoever vmaps `reset` over N
+    environments calls `prepare_batch(N)` first (the training wrapper and the evaluations do).
+    """
 
     def __init__(
         self,
@@ -32,8 +64,33 @@ class MjxEnv(Env):
         if self.n_substeps < 1 or abs(self.n_substeps * sim_dt - ctrl_dt) > 1e-9:
             raise ValueError(f"ctrl_dt={ctrl_dt} is not a multiple of the physics step {sim_dt}")
         self._ctrl_dt = ctrl_dt
+        if impl not in IMPLS:
+            raise ValueError(f"impl must be one of {IMPLS}, not {impl!r}")
+        if impl == "warp":
+            check_warp_installed()
         self.impl = impl
         self.mjx_model: mjx.Model = mjx.put_model(self.mj_model, impl=impl)
+        self.num_worlds = 1  # warp: environments that share the contact buffers
+        self.contacts_per_world, self.constraints_per_world = warp_buffer_sizes(self.mj_model)
+
+    def prepare_batch(self, num_envs: int) -> None:
+        """Size warp's shared contact buffer for `num_envs` environments stepped together (a
+        no-op for the jax implementation)."""
+        if num_envs < 1:
+            raise ValueError(f"num_envs must be >= 1, not {num_envs}")
+        self.num_worlds = int(num_envs)
+
+    def make_data(self) -> mjx.Data:
+        """Fresh `mjx.Data` of this model and implementation (warp: buffers for
+        `prepare_batch`'s batch)."""
+        if self.impl == "warp":
+            return mjx.make_data(
+                self.mj_model,
+                impl="warp",
+                naconmax=self.num_worlds * self.contacts_per_world,
+                njmax=self.constraints_per_world,
+            )
+        return mjx.make_data(self.mjx_model, impl=self.impl)
 
     @property
     def dt(self) -> float:

@@ -64,9 +64,13 @@ def eval_report(task: str) -> EvalReport:
 
 
 def eval_config(policy: Policy, command: tuple[float, float, float] | None = None):
-    """The policy's task config with evaluation settings: nominal physics, clean observations
-    and, when given, a fixed velocity command."""
+    """The policy's task config with evaluation settings: nominal physics, clean observations,
+    MJX's jax implementation (native replay hands C MuJoCo's state to the task code through it;
+    a policy trained with warp is evaluated the same way) and, when given, a fixed velocity
+    command."""
     cfg = nominal_config(policy.env_config())
+    if hasattr(cfg, "impl"):
+        cfg = dataclasses.replace(cfg, impl="jax")
     if command is not None:
         if not hasattr(cfg, "fixed_command"):
             raise ValueError(f"task {policy.task!r} takes no velocity command")
@@ -134,6 +138,11 @@ class NativeRunner:
         perturb: NativePerturbation = NativePerturbation(),
         like: NativeRunner | None = None,
     ):
+        if getattr(env, "impl", "jax") != "jax":
+            raise ValueError(
+                f"native replay runs the task code on MJX's jax implementation, not "
+                f"impl={env.impl!r}: build the task with impl='jax' (eval_config does)"
+            )
         self.env = env
         self.nominal = env.mj_model
         self.model = copy.copy(env.mj_model)  # this episode's physics

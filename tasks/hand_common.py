@@ -13,6 +13,7 @@ to the joint ranges, held over the physics substeps of one control period.
 from __future__ import annotations
 
 import dataclasses
+from typing import Literal
 
 import jax
 import jax.numpy as jp
@@ -63,6 +64,7 @@ class HandConfig:
     """Settings every hand-and-cube task shares; a task's config extends it (rewards etc.)."""
 
     scene: str = "cube"
+    impl: Literal["jax", "warp"] = "jax"  # MJX physics implementation (warp: `warp` extra)
     ctrl_dt: float = 0.05  # [s] control period (10 physics steps of 0.005 s)
     episode_seconds: float = 20.0  # [s] time limit (a truncation, not a termination)
     action_scale: float = 0.5  # [rad] per unit action
@@ -150,7 +152,7 @@ class HandCubeEnv(MjxEnv):
     EVAL_REPORT = EvalReport(termination="drop")
 
     def __init__(self, config: HandConfig):
-        super().__init__(HAND, config.scene, config.ctrl_dt)
+        super().__init__(HAND, config.scene, config.ctrl_dt, impl=config.impl)
         self.config = config
         self.episode_length = int(round(config.episode_seconds / config.ctrl_dt))
         spec, m = self.robot, self.mj_model
@@ -296,7 +298,7 @@ class HandCubeEnv(MjxEnv):
         cube_pos = self.cube_rest.at[2].add(params["cube_half_size"] - self.cube_half)
         qpos = self.init_qpos.at[:NUM_JOINTS].set(joints)
         qpos = qpos.at[self.cube_qpos : self.cube_qpos + 3].set(cube_pos)
-        data = mjx.make_data(self.mjx_model, impl=self.impl)
+        data = self.make_data()
         data = data.replace(
             qpos=qpos,
             ctrl=joints,

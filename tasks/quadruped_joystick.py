@@ -12,6 +12,7 @@ held over the physics substeps (50 Hz control).
 from __future__ import annotations
 
 import dataclasses
+from typing import Literal
 
 import jax
 import jax.numpy as jp
@@ -57,6 +58,7 @@ class QuadrupedJoystickConfig:
     """Task settings; reward, noise and randomization are nested dataclasses."""
 
     scene: str = "flat"
+    impl: Literal["jax", "warp"] = "jax"  # MJX physics implementation (warp: `warp` extra)
     ctrl_dt: float = 0.02  # [s] control period
     episode_seconds: float = 20.0  # [s] time limit (a truncation, not a termination)
     action_scale: float = 0.3  # [rad] per unit action
@@ -107,7 +109,11 @@ class QuadrupedJoystick(MjxEnv):
 
     def __init__(self, config: QuadrupedJoystickConfig = QuadrupedJoystickConfig()):
         super().__init__(
-            QUADRUPED, config.scene, config.ctrl_dt, edit_scene=self.scene_edit(config)
+            QUADRUPED,
+            config.scene,
+            config.ctrl_dt,
+            impl=config.impl,
+            edit_scene=self.scene_edit(config),
         )
         self.config = config
         self.episode_length = int(round(config.episode_seconds / config.ctrl_dt))
@@ -142,7 +148,7 @@ class QuadrupedJoystick(MjxEnv):
         # version of this task).
         qpos, spawn_info = self.spawn(qpos, jax.random.fold_in(key, 7))
         params = self.sample_params(key_dr)
-        data = mjx.make_data(self.mjx_model, impl=self.impl)
+        data = self.make_data()
         data = data.replace(qpos=qpos, ctrl=qpos[7:])
         data = mjx.forward(self.randomized_model(params), data)
         info = {

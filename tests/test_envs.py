@@ -5,6 +5,7 @@ fresh states is drawn anew only when an env needs one it does not have."""
 import jax
 import jax.numpy as jp
 import numpy as np
+import pytest
 
 from locomotion import registry
 from locomotion.envs import Env, State, TrainingWrapper
@@ -122,3 +123,15 @@ def test_quadruped_time_limit_and_fresh_episodes():
             assert not np.allclose(value[t, b], before), name
     seen = np.concatenate(seen)
     assert len(np.unique(seen, axis=0)) == len(seen)
+
+
+def test_an_unknown_or_missing_physics_implementation_is_a_clear_error(monkeypatch):
+    import sys
+
+    from locomotion.tasks.quadruped_joystick import QuadrupedJoystick, QuadrupedJoystickConfig
+
+    with pytest.raises(ValueError, match=r"impl must be one of \('jax', 'warp'\), not 'cuda'"):
+        QuadrupedJoystick(QuadrupedJoystickConfig(impl="cuda"))
+    monkeypatch.setitem(sys.modules, "warp", None)  # as if warp-lang were not installed
+    with pytest.raises(ImportError, match=r"pip install -e '\.\[warp\]'"):
+        QuadrupedJoystick(QuadrupedJoystickConfig(impl="warp"))

@@ -187,6 +187,18 @@ def test_bad_policies_give_one_line_errors(tmp_path, capsys, breakage, message):
     assert len(err.splitlines()) == 1 and "Traceback" not in err
 
 
+def test_settings_written_before_impl_existed_load_as_the_jax_implementation():
+    """`impl` joined the task settings after policies were exported; every one of them ran
+    MJX's jax implementation, so a file without it means jax (not a default by chance)."""
+    from locomotion import config as config_io
+    from locomotion.tasks.quadruped_joystick import QuadrupedJoystickConfig
+
+    written = config_io.to_dict(QuadrupedJoystickConfig(impl="warp"))
+    assert config_io.from_dict(QuadrupedJoystickConfig, written).impl == "warp"
+    del written["impl"]
+    assert config_io.from_dict(QuadrupedJoystickConfig, written).impl == "jax"
+
+
 def test_warm_start_from_an_exported_policy_acts_as_it_did(tmp_path, capsys):
     """`--run.init-from hand_rotate_z` for hand_reorient_upright: the rotation policy's actor,
     its inputs matched by observation name; the reorientation task's extra inputs (cube pose,

@@ -254,6 +254,11 @@ def train(
     pcfg, rcfg = cfg.ppo, cfg.run
     wrapped = wrap_for_training(env, pcfg.num_envs)
     mesh = ppo.make_mesh(pcfg.num_envs)
+    if getattr(env, "impl", "jax") == "warp" and mesh.size > 1:
+        raise ValueError(
+            f"impl='warp' trains on one device (its contact buffers are shared by the whole "
+            f"batch), not the {mesh.size} here: set impl='jax' or make one device visible"
+        )
     state = ppo.init(wrapped, pcfg, jax.random.PRNGKey(rcfg.seed), mesh)
     logger = None
     resume = resume and run_dir is not None
