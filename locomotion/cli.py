@@ -575,6 +575,8 @@ def _train(args: list[str]) -> int:
         )
     except CheckpointError as err:  # resume / init_from: a missing or mismatched checkpoint
         raise UserError(str(err)) from None
+    except FloatingPointError as err:  # diverged: the message names the last good checkpoint
+        raise UserError(str(err)) from None
     if (run_dir / "eval.json").is_file():
         import json
 

@@ -116,6 +116,21 @@ def _strongly_typed(method):
     return typed
 
 
+# Per-step count of envs restarted because their physics or observation went non-finite; PPO
+# logs its sum per iteration (a count, where other step metrics are means).
+NONFINITE_RESETS = "perf/nonfinite_resets"
+
+
+def finite(state: State) -> jax.Array:
+    """True where the state's physics (qpos, qvel), observation and reward are all finite."""
+    leaves = [state.reward, *jax.tree.leaves(state.obs)]
+    data = state.pipeline_state
+    for name in ("qpos", "qvel"):
+        if hasattr(data, name):
+            leaves.append(getattr(data, name))
+    return jp.all(jp.stack([jp.all(jp.isfinite(x)) for x in leaves]))
+
+
 _WRAPPER_KEYS = (
     "reset_key",
     "steps",
@@ -213,6 +228,7 @@ class TrainingWrapper:
         )
         metrics = dict(state.metrics)
         metrics.update({"episode/return": jp.zeros(()), "episode/length": jp.zeros(())})
+        metrics[NONFINITE_RESETS] = jp.zeros(())
         return state.replace(info=info, metrics=metrics)
 
     def _step_one(self, state: State, action: jax.Array) -> State:
@@ -224,25 +240,33 @@ class TrainingWrapper:
         # A task may report a soft termination probability (CaT) in info["termination"].
         soft_termination = task_info.pop("termination", jp.zeros(()))
 
-        terminated = nstate.done
-        truncated = jp.where(terminated > 0, 0.0, steps >= self.env.episode_length)
+        # Physics that went non-finite (a solver blow-up, NaN in the state or observation):
+        # the env restarts on this step as if its time were up, the step is recorded with
+        # reward 0 and bootstrapped from the last finite observation, and nothing non-finite
+        # of it reaches the learner (normalizer, GAE, gradients) or the logged means.
+        broken = ~finite(nstate)
+        reward = jp.where(broken, 0.0, nstate.reward)
+        soft_termination = jp.where(broken, 0.0, soft_termination)
+        terminated = jp.where(broken, 0.0, nstate.done)
+        truncated = jp.where(terminated > 0, 0.0, (steps >= self.env.episode_length) | broken)
         truncated = truncated.astype(jp.float32)
         done = jp.maximum(terminated, truncated)
-        ep_return = state.info["episode_return"] + nstate.reward
+        ep_return = state.info["episode_return"] + reward
         ep_length = state.info["episode_length"] + 1.0
         task_info.update(
             reset_key=state.info["reset_key"],
             steps=jp.where(done > 0, 0, steps),
             truncation=truncated,
             termination=jp.maximum(soft_termination, terminated),
-            final_obs=nstate.obs,
+            final_obs=select(broken, state.obs, nstate.obs),
             episode_return=jp.where(done > 0, 0.0, ep_return),
             episode_length=jp.where(done > 0, 0.0, ep_length),
         )
-        metrics = dict(nstate.metrics)
+        metrics = {k: jp.where(broken, 0.0, v) for k, v in nstate.metrics.items()}
         # Episode statistics are reported on the step that ends the episode (weight by `done`).
         metrics.update({"episode/return": ep_return, "episode/length": ep_length})
-        return nstate.replace(done=done, info=task_info, metrics=metrics)
+        metrics[NONFINITE_RESETS] = broken.astype(jp.float32)
+        return nstate.replace(reward=reward, done=done, info=task_info, metrics=metrics)
 
     def _restart(self, state: State, fresh: State) -> State:
         """Where `state`'s episode ended, continue from `fresh`: its physics, observation and

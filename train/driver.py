@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import math
 import time
 from pathlib import Path
 
@@ -313,13 +312,15 @@ def train(
     for it in range(start_iter, rcfg.num_iterations):
         state, metrics = step_fn(state)
         done_iters = it + 1
+        # Every iteration, before anything of it is saved: a non-finite loss or parameter
+        # stops the run with the last good checkpoint named (one scalar from the device).
+        if not float(metrics["losses/finite"]):
+            bar.close()
+            if logger:
+                logger.close()
+            raise FloatingPointError(_diverged(done_iters, run_dir))
         if done_iters % rcfg.log_every == 0 or done_iters == rcfg.num_iterations:
             metrics = {k: float(v) for k, v in jax.device_get(metrics).items()}
-            if not math.isfinite(metrics["losses/total"]):
-                raise FloatingPointError(
-                    f"training diverged at iteration {done_iters} (non-finite loss); the last "
-                    f"checkpoint in {run_dir} is intact"
-                )
             now = time.perf_counter()
             env_steps = done_iters * pcfg.batch_size
             metrics["perf/sps"] = (env_steps - steps_last) / max(now - t_last, 1e-9)
@@ -352,6 +353,20 @@ def train(
     if logger:
         logger.close()
     return state, history
+
+
+def _diverged(iteration: int, run_dir: Path | None) -> str:
+    """The one-line message of a run stopped by a non-finite loss or parameter."""
+    where = f"training diverged at iteration {iteration} (non-finite loss or parameters)"
+    if run_dir is None:
+        return where
+    last = latest_checkpoint(Path(run_dir))
+    if last is None:
+        return f"{where}; no checkpoint was written before it"
+    return (
+        f"{where}; nothing of it was saved, the last good checkpoint is {last} (resume from "
+        f"it with: locomotion train --resume {run_dir})"
+    )
 
 
 def make_run_eval(env: Env, cfg: config_io.TrainConfig):

@@ -19,7 +19,7 @@ import optax
 from flax import struct
 from jax.sharding import Mesh, NamedSharding, PartitionSpec
 
-from locomotion.envs import State, TrainingWrapper
+from locomotion.envs import NONFINITE_RESETS, State, TrainingWrapper
 from locomotion.train.config import PPOConfig
 from locomotion.train.losses import compute_gae, ppo_loss
 from locomotion.train.networks import (
@@ -164,6 +164,8 @@ def summarize(data: dict[str, jax.Array]) -> dict[str, jax.Array]:
     for name, value in data["metrics"].items():
         if name.startswith("episode/"):
             out[name] = jp.sum(value * dones) / jp.maximum(finished, 1.0)
+        elif name == NONFINITE_RESETS:
+            out[name] = value.sum()  # a count per iteration
         else:
             out[name] = value.mean()
     out["episode/termination_rate"] = data["terminations"].mean()
@@ -262,6 +264,12 @@ def train_step(
 
     metrics = summarize(data)
     metrics.update(jax.tree.map(jp.mean, losses))
+    # 1 while the loss and every parameter are finite (checked on the device; the driver stops
+    # a run at the first iteration where it is 0, before that iteration is checkpointed).
+    params_finite = jp.all(jp.stack([jp.all(jp.isfinite(x)) for x in jax.tree.leaves(params)]))
+    metrics["losses/finite"] = (params_finite & jp.all(jp.isfinite(losses["losses/total"]))).astype(
+        jp.float32
+    )
     metrics["losses/learning_rate"] = get_learning_rate(opt_state)
     metrics["losses/action_std"] = jp.exp(data["old_log_std"]).mean()  # the rollout's
     metrics["losses/explained_variance"] = 1.0 - jp.var(returns - values) / (jp.var(returns) + 1e-8)
