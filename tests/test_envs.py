@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 
 from locomotion import registry
-from locomotion.envs import Env, State, TrainingWrapper
+from locomotion.envs import NONFINITE_RESETS, Env, State, TrainingWrapper
 
 
 class Dice(Env):
@@ -104,13 +104,20 @@ def test_quadruped_time_limit_and_fresh_episodes():
     config = QuadrupedJoystickConfig(episode_seconds=0.1, zero_command_prob=0.0)
     env = registry.make("quadruped_joystick", config)
     assert env.episode_length == 5
-    num_envs = 2
+    num_envs = 3
     wrapper = TrainingWrapper(env, num_envs)
-    first, traj = run(wrapper, np.zeros((15, num_envs, env.action_size)))
+    actions = np.zeros((15, num_envs, env.action_size))
+    actions[7, 2, 0] = np.nan  # env 2's physics goes non-finite on step 7 (tests/test_faults.py)
+    first, traj = run(wrapper, actions)
     done = np.asarray(traj.done)
     np.testing.assert_array_equal(np.nonzero(done[:, 0])[0], [4, 9, 14])
     np.testing.assert_array_equal(done[:, 0], done[:, 1])
     np.testing.assert_array_equal(np.asarray(traj.info["truncation"]), done)
+    # The broken env restarts on that step, counted, and runs full episodes from there.
+    np.testing.assert_array_equal(np.nonzero(done[:, 2])[0], [4, 7, 12])
+    broken = np.asarray(traj.metrics[NONFINITE_RESETS])
+    assert broken[7, 2] == 1 and broken.sum() == 1
+    assert all(np.isfinite(np.asarray(x)).all() for x in jax.tree.leaves(traj))
     assert np.asarray(traj.info["termination"]).sum() == 0  # never fell
     np.testing.assert_array_equal(np.asarray(traj.info["steps"])[[3, 4, 5], 0], [4, 0, 1])
     params = jax.tree.map(np.asarray, traj.info["params"])
