@@ -32,10 +32,8 @@ def warp_buffer_sizes(m: mujoco.MjModel) -> tuple[int, int]:
     """(contacts, constraint rows) to reserve per environment for MuJoCo Warp: its own
     heuristics for the model (MuJoCo Warp's `_default_nconmax` and `_default_njmax`: 48 and 64
     for the quadruped on flat ground, 128 and 1024 on a heightfield)."""
-    try:
-        from mujoco.mjx.third_party.mujoco_warp._src import io as warp_io
-    except ImportError:  # warp not installed: the sizes are never used
-        return 0, 0
+    from mujoco.mjx.third_party.mujoco_warp._src import io as warp_io
+
     return int(warp_io._default_nconmax(m)), int(warp_io._default_njmax(m))
 
 
@@ -71,7 +69,8 @@ class MjxEnv(Env):
         self.impl = impl
         self.mjx_model: mjx.Model = mjx.put_model(self.mj_model, impl=impl)
         self.num_worlds = 1  # warp: environments that share the contact buffers
-        self.contacts_per_world, self.constraints_per_world = warp_buffer_sizes(self.mj_model)
+        sizes = warp_buffer_sizes(self.mj_model) if impl == "warp" else (0, 0)
+        self.contacts_per_world, self.constraints_per_world = sizes
 
     def prepare_batch(self, num_envs: int) -> None:
         """Size warp's shared contact buffer for `num_envs` environments stepped together (a
