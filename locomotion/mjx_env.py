@@ -67,7 +67,10 @@ class MjxEnv(Env):
         if impl == "warp":
             check_warp_installed()
         self.impl = impl
-        self.mjx_model: mjx.Model = mjx.put_model(self.mj_model, impl=impl)
+        # On this process's own device: MJX's default, jax.devices()[0], belongs to process 0
+        # in a multi-process run, and no other process may close over its arrays.
+        self.device = jax.local_devices()[0]
+        self.mjx_model: mjx.Model = mjx.put_model(self.mj_model, device=self.device, impl=impl)
         self.num_worlds = 1  # warp: environments that share the contact buffers
         sizes = warp_buffer_sizes(self.mj_model) if impl == "warp" else (0, 0)
         self.contacts_per_world, self.constraints_per_world = sizes
@@ -85,11 +88,12 @@ class MjxEnv(Env):
         if self.impl == "warp":
             return mjx.make_data(
                 self.mj_model,
+                device=self.device,
                 impl="warp",
                 naconmax=self.num_worlds * self.contacts_per_world,
                 njmax=self.constraints_per_world,
             )
-        return mjx.make_data(self.mjx_model, impl=self.impl)
+        return mjx.make_data(self.mjx_model, device=self.device, impl=self.impl)
 
     @property
     def dt(self) -> float:

@@ -235,7 +235,7 @@ SHARDED = textwrap.dedent("""
     sys.path.insert(0, sys.argv[1])
     from test_ppo import pendulum_config
     assert jax.device_count() == 2, jax.devices()
-    cfg = pendulum_config(3)
+    cfg = pendulum_config(3, num_minibatches=1)
     env = TrainingWrapper(registry.make("pendulum_swingup"), cfg.ppo.num_envs)
     out = {}
     for n in (1, 2):
@@ -269,6 +269,10 @@ def run_on_two_devices(script: str, timeout: int = 600) -> str:
 
 
 def test_two_device_sharding_matches_one_device():
+    """The batch split over 2 devices computes the same update as on one. Minibatches are
+    drawn per device (each takes an equal share of every device's samples, so no sample moves;
+    tests/test_multiprocess.py), which draws other minibatches than one device's shuffle does:
+    with one minibatch (the whole batch, in any order) only the order of float32 reductions
+    differs."""
     diff = float(run_on_two_devices(SHARDED).split(":")[1].strip(" }"))
-    # Same math on a split batch: only the order of float32 reductions differs.
     assert diff < 1e-4, diff

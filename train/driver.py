@@ -11,7 +11,7 @@ import numpy as np
 from flax import traverse_util
 from tqdm import tqdm
 
-from locomotion import checkpoint
+from locomotion import checkpoint, distributed
 from locomotion import config as config_io
 from locomotion.cat import wrap_for_training
 from locomotion.envs import Env
@@ -41,12 +41,22 @@ def policy_checkpoint(run_dir: Path, keep: str) -> Path | None:
 
 
 def save_checkpoint(run_dir: Path, state: ppo.TrainState) -> Path:
+    """Write `state` as the run's newest checkpoint, keeping the last few.
+
+    Called by every process of a multi-process run at the same iteration: all of them gather
+    the environment batch (a collective), process 0 alone writes, and all meet at a barrier
+    named after the iteration, so none goes on before the file exists or waits on a writer
+    that is not coming."""
     folder = Path(run_dir) / CHECKPOINT_DIR
-    folder.mkdir(parents=True, exist_ok=True)
-    path = folder / f"ckpt_{int(state.iteration):07d}.npz"
-    checkpoint.save(path, state)
-    for old in sorted(folder.glob("ckpt_*.npz"))[:-KEEP_CHECKPOINTS]:
-        old.unlink()
+    iteration = int(state.iteration)
+    path = folder / f"ckpt_{iteration:07d}.npz"
+    host = distributed.to_host(state)
+    if distributed.is_primary():
+        folder.mkdir(parents=True, exist_ok=True)
+        checkpoint.save(path, host)
+        for old in sorted(folder.glob("ckpt_*.npz"))[:-KEEP_CHECKPOINTS]:
+            old.unlink()
+    distributed.barrier(f"checkpoint {iteration}")
     return path
 
 
@@ -64,7 +74,8 @@ def restore(
         raise checkpoint.CheckpointError(f"no checkpoint in {Path(run_dir) / CHECKPOINT_DIR}")
     if restart_envs:
         state = checkpoint.load(path, template.replace(env_state=None))
-        state = state.replace(env_state=template.env_state)
+        rest = distributed.put(state, _replicated(mesh))
+        return rest.replace(env_state=template.env_state)
     else:
         try:
             state = checkpoint.load(path, template)
@@ -77,10 +88,7 @@ def restore(
                 "and start from freshly reset environments"
             ) from None
     env_state = ppo.shard_env_state(state.env_state, mesh)
-    rest = jax.device_put(
-        state.replace(env_state=None),
-        jax.sharding.NamedSharding(mesh, jax.sharding.PartitionSpec()),
-    )
+    rest = distributed.put(state.replace(env_state=None), _replicated(mesh))
     return rest.replace(env_state=env_state)
 
 
@@ -111,7 +119,7 @@ def warm_start(
         key=None,
         iteration=None,
     )
-    learned = jax.device_put(checkpoint.load(path, learned), _replicated(mesh))
+    learned = distributed.put(checkpoint.load(path, learned), _replicated(mesh))
     return state.replace(
         params=learned.params,
         obs_stats=learned.obs_stats,
@@ -172,7 +180,7 @@ def warm_start_from_policy(
             f"its actor uses {activation} with output squash {squash}; pass the same "
             "--ppo.activation and --ppo.action-distribution"
         )
-    actor = traverse_util.flatten_dict(jax.device_get(state.params["actor"]), sep="/")
+    actor = traverse_util.flatten_dict(distributed.to_host(state.params["actor"]), sep="/")
     actor = {k: np.array(v) for k, v in actor.items()}  # writable copies
     units = [
         actor[k].shape[1]
@@ -184,7 +192,7 @@ def warm_start_from_policy(
     if units != [w.shape[1] for w, _ in source.layers]:
         shapes = [w.shape[1] for w, _ in source.layers]
         refuse(f"its layers have {shapes} units; pass the same --ppo.actor-hidden")
-    obs = np.asarray(jax.device_get(state.env_state.obs[ppo.ACTOR_OBS]), np.float64)
+    obs = np.asarray(distributed.to_host(state.env_state.obs[ppo.ACTOR_OBS]), np.float64)
     try:
         adapted = adapt_input(source, layout, obs.mean(axis=0), obs.var(axis=0))
     except ValueError as err:
@@ -218,12 +226,15 @@ def warm_start_from_policy(
         cols = slice(0, kernel.shape[1])
         actor[f"params/MLP_0/Dense_{i}/kernel"][:, cols] = kernel
         actor[f"params/MLP_0/Dense_{i}/bias"][cols] = bias
-    params = {**state.params, "actor": traverse_util.unflatten_dict(actor, sep="/")}
+    params = {
+        **distributed.to_host(state.params),
+        "actor": traverse_util.unflatten_dict(actor, sep="/"),
+    }
     # The statistics weigh as much as the steps the policy was trained on, so the first
     # batches do not shift the inputs the copied weights were trained with.
     count = float(source.meta.get("training", {}).get("env_steps", obs.shape[0]))
-    obs_stats = state.obs_stats.replace(mean=mean, var=var, count=count)
-    params, obs_stats = jax.device_put(
+    obs_stats = distributed.to_host(state.obs_stats).replace(mean=mean, var=var, count=count)
+    params, obs_stats = distributed.put(
         jax.tree.map(
             lambda x, like: np.asarray(x, like.dtype),
             (params, obs_stats),
@@ -265,12 +276,16 @@ def train(
         state = restore(Path(run_dir), state, mesh, restart_envs)
     elif rcfg.init_from is not None:
         state = warm_start(state, rcfg.init_from, mesh, env, pcfg)
+    # Process 0 alone writes the run directory (config, metrics, TensorBoard, evaluations);
+    # the others compute the same run and take part in the checkpoints' gathers and barriers.
+    primary = distributed.is_primary()
     if run_dir is not None:
         run_dir = Path(run_dir)
-        run_dir.mkdir(parents=True, exist_ok=True)
-        config_io.save(cfg, run_dir / "config.json")
-        resumed_at = int(state.iteration) * pcfg.batch_size if resume else None
-        logger = MetricsLogger(run_dir, resume_step=resumed_at)
+        if primary:
+            run_dir.mkdir(parents=True, exist_ok=True)
+            config_io.save(cfg, run_dir / "config.json")
+            resumed_at = int(state.iteration) * pcfg.batch_size if resume else None
+            logger = MetricsLogger(run_dir, resume_step=resumed_at)
     step_fn = ppo.make_train_step(wrapped, pcfg, rcfg.num_iterations, mesh)
 
     history: list[dict] = []
@@ -291,18 +306,22 @@ def train(
         if logger:
             logger.log(env_steps, results)
         if rcfg.keep == "best" and run_dir is not None:
+            # Every process evaluated the same policy on the same episodes: all agree.
             if best is None or results["eval/return_mean"] > best["eval/return_mean"]:
                 best = results
-                (run_dir / CHECKPOINT_DIR).mkdir(parents=True, exist_ok=True)
-                checkpoint.save(run_dir / CHECKPOINT_DIR / BEST, state)
-                best_json.write_text(json.dumps(best, indent=2) + "\n")
+                host = distributed.to_host(state)
+                if primary:
+                    (run_dir / CHECKPOINT_DIR).mkdir(parents=True, exist_ok=True)
+                    checkpoint.save(run_dir / CHECKPOINT_DIR / BEST, host)
+                    best_json.write_text(json.dumps(best, indent=2) + "\n")
+                distributed.barrier(f"best {env_steps}")
         return results
 
     start_iter = int(state.iteration)
     bar = tqdm(
         total=rcfg.num_iterations,
         initial=start_iter,
-        disable=not progress,
+        disable=not (progress and primary),
         unit="it",
         dynamic_ncols=True,
         desc=cfg.task,
@@ -389,7 +408,9 @@ def make_run_eval(env: Env, cfg: config_io.TrainConfig):
         return ppo.policy_fn(nets, params, obs_stats, cfg.ppo)(obs)
 
     run = make_evaluate(eval_env, act, cfg.run.eval_envs, num_steps, termination)
-    return lambda state: run((state.params, state.obs_stats), key)
+    # On this process's default device (every process of a multi-process run evaluates the
+    # same replicated policy; no collective).
+    return lambda state: run(distributed.to_host((state.params, state.obs_stats)), key)
 
 
 def _postfix(metrics: dict[str, float]) -> dict[str, str]:

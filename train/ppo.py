@@ -2,8 +2,9 @@
 
 One call of the jitted `train_step` is a whole iteration: rollout (lax.scan over the vmapped,
 batched environment), GAE, and all epochs of minibatch updates (a scan of scans). The environment
-batch is sharded over all local devices along the "batch" mesh axis; parameters are replicated,
-and XLA inserts the cross-device reductions (gradients, batch statistics).
+batch is sharded over all devices, of every process of a multi-process run, along the "batch"
+mesh axis; parameters are replicated, and XLA inserts the cross-device reductions (gradients,
+batch statistics), over JAX's collectives between processes (gloo on CPU, NCCL on GPU).
 """
 
 from __future__ import annotations
@@ -19,6 +20,7 @@ import optax
 from flax import struct
 from jax.sharding import Mesh, NamedSharding, PartitionSpec
 
+from locomotion import distributed
 from locomotion.envs import NONFINITE_RESETS, State, TrainingWrapper
 from locomotion.train.config import PPOConfig
 from locomotion.train.losses import compute_gae, ppo_loss
@@ -73,17 +75,23 @@ def make_optimizer(cfg: PPOConfig) -> optax.GradientTransformation:
 
 
 def make_mesh(num_envs: int) -> Mesh:
-    """A 1-D mesh over all local devices; num_envs must split evenly across them."""
-    devices = jax.local_devices()
+    """A 1-D mesh over all devices of all processes; num_envs (the global batch) must split
+    evenly across them."""
+    devices = jax.devices()
     if num_envs % len(devices):
-        raise ValueError(f"num_envs={num_envs} does not split evenly over {len(devices)} devices")
+        where = f"{len(devices)} devices"
+        if jax.process_count() > 1:
+            where += f" ({jax.process_count()} processes x {jax.local_device_count()})"
+        raise ValueError(
+            f"num_envs={num_envs} does not split evenly over {where}: pick a multiple of "
+            f"{len(devices)}"
+        )
     return Mesh(np.array(devices), ("batch",))
 
 
 def shard_env_state(env_state: State, mesh: Mesh) -> State:
-    """Place the env batch (leading axis) across the mesh."""
-    sharding = NamedSharding(mesh, PartitionSpec("batch"))
-    return jax.device_put(env_state, sharding)
+    """Place a host env batch (leading axis; the same on every process) across the mesh."""
+    return distributed.put(env_state, NamedSharding(mesh, PartitionSpec("batch")))
 
 
 def init(env: TrainingWrapper, cfg: PPOConfig, key: jax.Array, mesh: Mesh) -> TrainState:
@@ -95,7 +103,11 @@ def init(env: TrainingWrapper, cfg: PPOConfig, key: jax.Array, mesh: Mesh) -> Tr
         "actor": nets.actor.init(key_actor, jp.zeros((1, sizes[ACTOR_OBS]))),
         "critic": nets.critic.init(key_critic, jp.zeros((1, sizes[CRITIC_OBS]))),
     }
-    env_state = shard_env_state(jax.jit(env.reset)(key_env), mesh)
+    # Reset under jit straight into the batch sharding: each process computes only the
+    # environments of its own devices (the per-env keys are split from one key inside).
+    env_state = jax.jit(env.reset, out_shardings=NamedSharding(mesh, PartitionSpec("batch")))(
+        distributed.put(key_env, NamedSharding(mesh, PartitionSpec()))
+    )
     replicated = NamedSharding(mesh, PartitionSpec())
     state = TrainState(
         params=params,
@@ -106,7 +118,7 @@ def init(env: TrainingWrapper, cfg: PPOConfig, key: jax.Array, mesh: Mesh) -> Tr
         key=key,
         iteration=jp.zeros((), jp.int32),
     )
-    rest = jax.device_put(state.replace(env_state=None), replicated)
+    rest = distributed.put(jax.device_get(state.replace(env_state=None)), replicated)
     return rest.replace(env_state=env_state)
 
 
@@ -173,9 +185,34 @@ def summarize(data: dict[str, jax.Array]) -> dict[str, jax.Array]:
 
 
 def train_step(
-    env: TrainingWrapper, cfg: PPOConfig, num_iterations: int, state: TrainState
+    env: TrainingWrapper,
+    cfg: PPOConfig,
+    num_iterations: int,
+    state: TrainState,
+    mesh: Mesh | None = None,
 ) -> tuple[TrainState, dict[str, jax.Array]]:
-    """One PPO iteration: rollout, normalizer update, GAE, minibatch epochs."""
+    """One PPO iteration: rollout, normalizer update, GAE, minibatch epochs.
+
+    `mesh`: the devices the env batch is split over. Each device's samples are shuffled
+    among themselves and every minibatch takes an equal slice from each device, so the update
+    is data-parallel: the samples stay where they were collected and only gradients and
+    scalars cross devices (a shuffle over the whole batch would gather every sample to every
+    device and repeat the whole update on each). With one shard this is the plain shuffle of
+    the whole batch."""
+    num_shards = 1 if mesh is None else mesh.size
+
+    def on_shards(x, axis):  # keep `axis` split over the devices (XLA would gather instead)
+        if num_shards == 1:
+            return x
+        spec = PartitionSpec(*([None] * axis), "batch")
+        return jax.lax.with_sharding_constraint(x, NamedSharding(mesh, spec))
+
+    per_shard = cfg.batch_size // num_shards
+
+    def to_shards(x):  # [T, B, ...] -> [shards, T * B / shards, ...], (t, env) order in each
+        x = jp.swapaxes(x.reshape(x.shape[0], num_shards, -1, *x.shape[2:]), 0, 1)
+        return on_shards(x.reshape(num_shards, per_shard, *x.shape[3:]), 0)
+
     nets = make_networks(env.action_size, cfg)
     optimizer = make_optimizer(cfg)
     key_rollout, key_update, key = jax.random.split(state.key, 3)
@@ -187,8 +224,9 @@ def train_step(
     obs_stats, critic_stats = state.obs_stats, state.critic_obs_stats
     if cfg.normalize_observations:
         norm, cnorm = obs_stats.normalize, critic_stats.normalize
-        obs_stats = obs_stats.update(data["obs"])
-        critic_stats = critic_stats.update(data["critic_obs"])
+        # Over the shard-major layout: each device reduces its own samples first.
+        obs_stats = obs_stats.update(to_shards(data["obs"]))
+        critic_stats = critic_stats.update(to_shards(data["critic_obs"]))
         if cfg.update_normalizer_first:
             norm, cnorm = obs_stats.normalize, critic_stats.normalize
     else:
@@ -218,7 +256,7 @@ def train_step(
         "returns": returns,
         "values": values,
     }
-    batch = jax.tree.map(lambda x: x.reshape(cfg.batch_size, *x.shape[2:]), batch)
+    batch = jax.tree.map(to_shards, batch)
 
     opt_state = state.opt_state
     if cfg.lr_schedule == "linear":
@@ -252,11 +290,17 @@ def train_step(
         return (params, opt_state), metrics
 
     def epoch(carry, key_epoch):
-        perm = jax.random.permutation(key_epoch, cfg.batch_size)
-        shuffled = jax.tree.map(
-            lambda x: x[perm].reshape(cfg.num_minibatches, -1, *x.shape[1:]), batch
-        )
-        return jax.lax.scan(minibatch_step, carry, shuffled)
+        # One permutation per shard, of that shard's samples only (one shard: the key itself).
+        keys = key_epoch[None] if num_shards == 1 else jax.random.split(key_epoch, num_shards)
+        perms = on_shards(jax.vmap(jax.random.permutation, (0, None))(keys, per_shard), 0)
+
+        def minibatches(x):  # [shards, per_shard, ...] -> [minibatches, shards * size, ...]
+            x = on_shards(jax.vmap(lambda xs, p: xs[p])(x, perms), 0)
+            x = x.reshape(num_shards, cfg.num_minibatches, -1, *x.shape[2:])
+            x = jp.swapaxes(x, 0, 1).reshape(cfg.num_minibatches, -1, *x.shape[3:])
+            return on_shards(x, 1)
+
+        return jax.lax.scan(minibatch_step, carry, jax.tree.map(minibatches, batch))
 
     (params, opt_state), losses = jax.lax.scan(
         epoch, (state.params, opt_state), jax.random.split(key_update, cfg.num_epochs)
@@ -309,6 +353,13 @@ def make_train_step(env: TrainingWrapper, cfg: PPOConfig, num_iterations: int, m
     Input and output placements are fixed (`state_shardings`), so the outputs of one call are
     valid inputs of the next without a second compilation.
     """
+    if (cfg.batch_size // mesh.size) % cfg.num_minibatches:
+        raise ValueError(
+            f"each of the {mesh.size} devices collects num_envs * unroll_length / {mesh.size} = "
+            f"{cfg.batch_size // mesh.size} samples, which num_minibatches="
+            f"{cfg.num_minibatches} does not divide (every minibatch takes an equal share of "
+            "every device's samples)"
+        )
     compiled = {}
 
     def call(state: TrainState):
@@ -316,7 +367,7 @@ def make_train_step(env: TrainingWrapper, cfg: PPOConfig, num_iterations: int, m
             shardings = state_shardings(state, mesh)
             replicated = NamedSharding(mesh, PartitionSpec())
             compiled["step"] = jax.jit(
-                lambda s: train_step(env, cfg, num_iterations, s),
+                lambda s: train_step(env, cfg, num_iterations, s, mesh),
                 in_shardings=(shardings,),
                 out_shardings=(shardings, replicated),
                 donate_argnums=0,
