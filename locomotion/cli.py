@@ -2,8 +2,8 @@
 
     locomotion list
     locomotion info [--json]
-    locomotion train TASK [--preset smoke|cpu|gpu] [--run-dir DIR] [overrides]
-    locomotion train --resume RUN_DIR [--restart-envs] [overrides]
+    locomotion train TASK [--preset smoke|cpu|gpu] [--run-dir DIR] [--processes N] [overrides]
+    locomotion train --resume RUN_DIR [--restart-envs] [--processes N] [overrides]
     locomotion export RUN_DIR [-o DIR]
     locomotion eval POLICY [--episodes N] [--seconds S] [--seed S] [--command vx,vy,wz]
                            [--json FILE] [--compare-mjx] [--env.FIELD VALUE ...]
@@ -15,6 +15,10 @@ POLICY is an exported policy directory or the name of a shipped policy (`locomot
 Overrides are generated from the config dataclasses by tyro, e.g. `--ppo.num-envs 256`
 `--run.num-iterations 100` `--env.rewards.torques -1e-3`; see `locomotion train TASK --help`.
 `--run.init-from RUN_DIR` starts from another run's networks (a curriculum step).
+
+`--processes N` trains one run in N processes on this machine (JAX's distributed runtime); a
+run over several machines starts one `locomotion train` per process with JAX_COORDINATOR_ADDRESS,
+JAX_NUM_PROCESSES and JAX_PROCESS_ID set, or under SLURM's srun (README: "Many processes").
 """
 
 from __future__ import annotations
@@ -23,6 +27,7 @@ import argparse
 import contextlib
 import dataclasses
 import io
+import json
 import sys
 import time
 from pathlib import Path
@@ -83,7 +88,6 @@ def _info(args: list[str]) -> int:
     from locomotion import gpu
 
     gpu.configure()  # before JAX starts, so the report shows what training would run with
-    import json
 
     from locomotion.info import collect, table
 
@@ -221,7 +225,6 @@ def _eval(args: list[str]) -> int:
 def _write_json(path: Path | None, result: dict) -> None:
     if path is None:
         return
-    import json
 
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(json.dumps(result, indent=2) + "\n")
@@ -503,14 +506,39 @@ def _train(args: list[str]) -> int:
     parser.add_argument("--resume", type=Path)
     parser.add_argument("--restart-envs", action="store_true")
     parser.add_argument("--no-progress", action="store_true")
+    parser.add_argument("--processes", type=int, default=1)
     known, overrides = parser.parse_known_args(args)
     help_only = any(a in ("-h", "--help") for a in overrides)
 
-    from locomotion import gpu
+    from locomotion import distributed, gpu
+
+    try:
+        launch = distributed.requested()
+    except distributed.DistributedError as err:
+        raise UserError(str(err)) from None
+    if known.processes < 1:
+        raise UserError(f"--processes must be >= 1, got {known.processes}")
+    if known.processes > 1 and not help_only:
+        if launch is not None:
+            raise UserError(
+                f"--processes {known.processes}: this process is already part of a "
+                f"multi-process run ({launch.describe()})"
+            )
+        # The launcher starts the processes and supervises them; it never starts JAX itself.
+        child_args = ([task_arg] if task_arg else []) + _without_processes(args)
+        try:
+            return distributed.launch_local(known.processes, ["train", *child_args])
+        except distributed.DistributedError as err:
+            raise UserError(str(err)) from None
 
     # GPU settings (matmul precision, XLA flags, MUJOCO_GL) before anything starts JAX's
     # backend: XLA reads its flags once, at that start (locomotion/gpu.py).
     gpu_settings = gpu.configure()
+    if launch is not None and not help_only:
+        try:
+            distributed.initialize(launch)
+        except distributed.DistributedError as err:
+            raise UserError(str(err)) from None
     import jax
     import tyro
 
@@ -524,7 +552,6 @@ def _train(args: list[str]) -> int:
         run_dir = known.resume
         if not (run_dir / "config.json").is_file():
             raise UserError(f"cannot resume: {run_dir} has no config.json (not a run directory)")
-        import json
 
         task = json.loads((run_dir / "config.json").read_text())["task"]
         entry = _entry(task)
@@ -544,6 +571,8 @@ def _train(args: list[str]) -> int:
             task=entry.name, env=entry.env_config, ppo=ppo_cfg, run=run_cfg
         )
         run_dir = known.run_dir or Path("runs") / entry.name / time.strftime("%Y%m%d-%H%M%S")
+        # Every process of a run writes to (and resumes from) process 0's directory.
+        run_dir = Path(distributed.broadcast_text(str(run_dir)))
     cfg_type = config_io.TrainConfig[type(entry.env_config)]
     try:
         cfg = tyro.cli(
@@ -555,6 +584,8 @@ def _train(args: list[str]) -> int:
         return 0
     if cfg.task != entry.name:
         raise UserError("--task cannot be overridden")
+    if jax.process_count() > 1:
+        return _train_process(entry, cfg, run_dir, known, gpu_settings)
     env = entry.env_class(cfg.env)
     print(
         f"training {entry.name} on {jax.default_backend()} ({jax.device_count()} device(s)), "
@@ -577,9 +608,65 @@ def _train(args: list[str]) -> int:
         raise UserError(str(err)) from None
     except FloatingPointError as err:  # diverged: the message names the last good checkpoint
         raise UserError(str(err)) from None
-    if (run_dir / "eval.json").is_file():
-        import json
+    _report_run(run_dir, cfg)
+    return 0
 
+
+def _train_process(entry, cfg, run_dir: Path, known, gpu_settings) -> int:
+    """One process of a multi-process run: the same checks and training as alone, but any
+    error ends this process at once, in one line (its peers see the broken connection and do
+    the same), and only process 0 reports, exports and renders."""
+    import jax
+
+    from locomotion import config as config_io
+    from locomotion import distributed
+    from locomotion.train.driver import train
+
+    try:
+        distributed.check_same("configuration", json.dumps(config_io.to_dict(cfg), sort_keys=True))
+        if distributed.is_primary():
+            print(
+                f"training {entry.name} on {jax.default_backend()}: {jax.process_count()} "
+                f"processes x {jax.local_device_count()} device(s), {cfg.ppo.num_envs} envs in "
+                f"all, {cfg.run.num_iterations} iterations -> {run_dir}"
+            )
+            if gpu_settings:
+                print("GPU settings: " + ", ".join(f"{k}={v}" for k, v in gpu_settings.items()))
+        train(
+            entry.env_class(cfg.env),
+            cfg,
+            run_dir,
+            resume=known.resume is not None,
+            restart_envs=known.restart_envs,
+            progress=not known.no_progress,
+        )
+        distributed.barrier("trained")
+        primary = distributed.is_primary()
+        # Every file the run needs is written: leave the distributed runtime together now,
+        # rather than have the others wait at JAX's exit while process 0 exports and renders.
+        jax.distributed.shutdown()
+    except (Exception, KeyboardInterrupt) as err:
+        distributed.exit_after_peer_failure(err)
+    if primary:
+        _report_run(run_dir, cfg)
+    return 0
+
+
+def _without_processes(args: list[str]) -> list[str]:
+    """`args` without `--processes N` / `--processes=N` (what the launched processes get)."""
+    out, skip = [], False
+    for a in args:
+        if skip:
+            skip = False
+        elif a == "--processes":
+            skip = True
+        elif not a.startswith("--processes="):
+            out.append(a)
+    return out
+
+
+def _report_run(run_dir: Path, cfg) -> None:
+    if (run_dir / "eval.json").is_file():
         evals = json.loads((run_dir / "eval.json").read_text())
         which = "best evaluated" if cfg.run.keep == "best" else "final"
         print(
@@ -588,7 +675,6 @@ def _train(args: list[str]) -> int:
         )
     _finish_run(run_dir, cfg)
     print(f"run directory: {run_dir}")
-    return 0
 
 
 def _finish_run(run_dir: Path, cfg) -> None:
