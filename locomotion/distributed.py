@@ -48,6 +48,8 @@ LAUNCHERS = {  # launcher: (its process count, variables only its started proces
 }
 INIT_TIMEOUT_S = int(os.environ.get("LOCOMOTION_INIT_TIMEOUT", "300"))
 """How long a process waits for the coordinator and the others to start (seconds)."""
+BARRIER_TIMEOUT_S = float(os.environ.get("LOCOMOTION_BARRIER_TIMEOUT", "900"))
+"""How long a process waits at a barrier (after a checkpoint, at the end) for the others."""
 
 
 class DistributedError(RuntimeError):
@@ -201,14 +203,22 @@ def put(tree: Any, sharding) -> Any:
     return jax.tree.map(one, tree)
 
 
-def barrier(name: str) -> None:
-    """All processes meet here (a no-op for one process). The name must be the same on all
-    of them: processes that reached different barriers fail instead of pairing up."""
+def barrier(name: str, timeout_s: float = BARRIER_TIMEOUT_S) -> None:
+    """All processes meet here (a no-op for one process), at the coordinator, for at most
+    `timeout_s`: a process that does not come (stuck, or gone) is a one-line error on the
+    others, not a wait without end. Each name is used once per run."""
     import jax
-    from jax.experimental import multihost_utils
+    from jax._src import distributed as jax_distributed
 
-    if jax.process_count() > 1:
-        multihost_utils.sync_global_devices(name)
+    if jax.process_count() == 1:
+        return
+    try:
+        jax_distributed.global_state.client.wait_at_barrier(name, int(timeout_s * 1000))
+    except Exception as err:  # jaxlib's XlaRuntimeError: DEADLINE_EXCEEDED, or a peer's error
+        raise DistributedError(
+            f"the processes did not all reach '{name}' within {timeout_s:g} s ("
+            f"{str(err).strip().splitlines()[0][:200]})"
+        ) from None
 
 
 def broadcast_text(text: str) -> str:

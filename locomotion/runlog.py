@@ -23,11 +23,8 @@ class MetricsLogger:
             purge = resume_step + 1
             if path.is_file():
                 lines = path.read_text().splitlines()
-                kept = [
-                    line
-                    for line in lines
-                    if line.strip() and json.loads(line).get("env_steps", 0) <= resume_step
-                ]
+                kept = [line for line in lines if _step(line) is not None]
+                kept = [line for line in kept if _step(line) <= resume_step]
                 if len(kept) < len(lines):
                     path.write_text("".join(line + "\n" for line in kept))
         self.jsonl = open(path, "a")
@@ -51,6 +48,15 @@ class MetricsLogger:
     def close(self) -> None:
         self.jsonl.close()
         self.writer.close()
+
+
+def _step(line: str) -> int | None:
+    """A metrics row's env_steps; None for a blank line or the torn last line of a run killed
+    while writing it."""
+    try:
+        return json.loads(line).get("env_steps", 0) if line.strip() else None
+    except json.JSONDecodeError:
+        return None
 
 
 def read_metrics(run_dir: Path) -> list[dict]:

@@ -309,6 +309,29 @@ def _state(pid: int) -> str:
         return "gone"
 
 
+def test_a_run_killed_with_sigkill_resumes_without_duplicated_rows(procs, tmp_path):
+    """One process, killed while it trains (rows logged past its last checkpoint, maybe a
+    torn last line): --resume cuts metrics.jsonl back to the checkpoint and goes on."""
+    run_dir = tmp_path / "run"
+    args = [*LONG, "--run.checkpoint-every", "3", "--run-dir", str(run_dir)]
+    run = procs.start(["train", *args])
+    deadline = time.monotonic() + 300
+    while not (run_dir / "metrics.jsonl").is_file() or len(read_metrics(run_dir)) < 5:
+        assert time.monotonic() < deadline and run.poll() is None
+        time.sleep(0.05)
+    run.send_signal(signal.SIGKILL)
+    run.communicate()
+    logged = len((run_dir / "metrics.jsonl").read_text().splitlines())
+    last = sorted((run_dir / "checkpoints").glob("ckpt_*.npz"))[-1]
+    assert int(last.stem.split("_")[1]) < logged  # it had logged past its checkpoint
+    stop = logged + 2
+    result = procs.run(
+        ["train", "--resume", str(run_dir), "--run.num-iterations", str(stop), "--no-progress"]
+    )
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert [r["perf/iteration"] for r in read_metrics(run_dir)] == list(range(1, stop + 1))
+
+
 def test_mismatched_configurations_and_batches_are_one_line_errors_on_every_process(procs):
     cases = [
         (
@@ -328,6 +351,48 @@ def test_mismatched_configurations_and_batches_are_one_line_errors_on_every_proc
             lines = [line for line in err.splitlines() if line.startswith("locomotion: error:")]
             assert len(lines) == 1 and f"[process {i}/2]" in lines[0], err[-2000:]
             assert message in lines[0]
+
+
+BARRIER = """
+import sys, time
+from locomotion import distributed
+distributed.initialize(distributed.requested())
+if distributed.is_primary():
+    try:
+        distributed.barrier("checkpoint 1", timeout_s=2)
+    except distributed.DistributedError as err:
+        print("ERROR", err, flush=True)
+else:
+    time.sleep(8)  # stuck: never reaches the barrier in time
+"""
+
+
+def test_a_process_that_does_not_reach_a_barrier_is_an_error_not_a_wait(procs, tmp_path):
+    script = tmp_path / "barrier.py"
+    script.write_text(BARRIER)
+    address = f"127.0.0.1:{distributed._free_port()}"
+    peers = [
+        subprocess.Popen(
+            [sys.executable, str(script)],
+            env=environment(
+                **{
+                    distributed.COORDINATOR: address,
+                    distributed.NUM_PROCESSES: "2",
+                    distributed.PROCESS_ID: str(i),
+                }
+            ),
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
+        for i in range(2)
+    ]
+    procs.started += peers
+    start = time.monotonic()
+    out, _ = peers[0].communicate(timeout=120)
+    error = [line for line in out.splitlines() if line.startswith("ERROR")]
+    assert error and "did not all reach 'checkpoint 1' within 2 s" in error[0], out
+    assert time.monotonic() - start < 60
 
 
 def test_unreachable_coordinator_is_a_one_line_error(procs):
