@@ -24,7 +24,8 @@ def save(path: str | Path, tree: Any) -> None:
     path = Path(path)
     leaves = jax.tree_util.tree_flatten_with_path(tree)[0]
     arrays = {_key(p): np.asarray(jax.device_get(leaf)) for p, leaf in leaves}
-    tmp = path.with_suffix(".tmp.npz")
+    # Not *.npz: a write cut short (a SIGKILL) must not look like a checkpoint.
+    tmp = path.with_name(path.name + ".tmp")
     with open(tmp, "wb") as f:
         np.savez(f, **arrays)
     os.replace(tmp, path)

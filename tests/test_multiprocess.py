@@ -19,6 +19,7 @@ import pytest
 
 from locomotion import distributed
 from locomotion.runlog import read_metrics
+from locomotion.train.driver import latest_checkpoint
 
 ROOT = Path(__file__).resolve().parents[1]
 PENDULUM = [
@@ -316,13 +317,17 @@ def test_a_run_killed_with_sigkill_resumes_without_duplicated_rows(procs, tmp_pa
     args = [*LONG, "--run.checkpoint-every", "3", "--run-dir", str(run_dir)]
     run = procs.start(["train", *args])
     deadline = time.monotonic() + 300
-    while not (run_dir / "metrics.jsonl").is_file() or len(read_metrics(run_dir)) < 5:
+    # Kill between two checkpoints (every 3 iterations), a row or two past the last one.
+    rows = 0
+    while rows < 5 or rows % 3 == 0:
         assert time.monotonic() < deadline and run.poll() is None
-        time.sleep(0.05)
+        time.sleep(0.02)
+        if (run_dir / "metrics.jsonl").is_file():
+            rows = len((run_dir / "metrics.jsonl").read_text().splitlines())
     run.send_signal(signal.SIGKILL)
     run.communicate()
     logged = len((run_dir / "metrics.jsonl").read_text().splitlines())
-    last = sorted((run_dir / "checkpoints").glob("ckpt_*.npz"))[-1]
+    last = latest_checkpoint(run_dir)  # a checkpoint the kill cut short is not one
     assert int(last.stem.split("_")[1]) < logged  # it had logged past its checkpoint
     stop = logged + 2
     result = procs.run(

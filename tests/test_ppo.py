@@ -211,6 +211,19 @@ def test_warm_start_takes_networks_and_normalizers_but_starts_fresh(tmp_path):
         train(env, missing, progress=False)
 
 
+def test_a_checkpoint_write_cut_short_is_not_taken_for_a_checkpoint(tmp_path):
+    """A kill during a save leaves its temporary file (this version's name, and the former
+    `.tmp.npz`); resume takes the newest complete checkpoint."""
+    folder = tmp_path / "checkpoints"
+    folder.mkdir()
+    for name in ("ckpt_0000003.npz", "ckpt_0000006.npz.tmp", "ckpt_0000006.tmp.npz", "best.npz"):
+        (folder / name).write_bytes(b"")
+    assert latest_checkpoint(tmp_path).name == "ckpt_0000003.npz"
+    checkpoint.save(folder / "ckpt_0000009.npz", {"x": np.zeros(2)})
+    assert latest_checkpoint(tmp_path).name == "ckpt_0000009.npz"
+    assert not list(folder.glob("ckpt_0000009*tmp*"))
+
+
 def test_bad_checkpoint_is_a_clear_error(tmp_path):
     env = registry.make("pendulum_swingup")
     state, _ = train(env, pendulum_config(2), tmp_path / "run", progress=False)

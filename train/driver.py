@@ -26,8 +26,15 @@ BEST = "best.npz"
 """The best evaluated checkpoint of a `keep='best'` run (beside it best.json, its evaluation)."""
 
 
+def checkpoints(run_dir: Path) -> list[Path]:
+    """A run's numbered checkpoints, oldest first (not the temporary file of a write that a
+    kill cut short, nor best.npz)."""
+    files = (Path(run_dir) / CHECKPOINT_DIR).glob("ckpt_*.npz")
+    return sorted(f for f in files if f.stem[len("ckpt_") :].isdigit())
+
+
 def latest_checkpoint(run_dir: Path) -> Path | None:
-    files = sorted((Path(run_dir) / CHECKPOINT_DIR).glob("ckpt_*.npz"))
+    files = checkpoints(run_dir)
     return files[-1] if files else None
 
 
@@ -54,7 +61,7 @@ def save_checkpoint(run_dir: Path, state: ppo.TrainState) -> Path:
     if distributed.is_primary():
         folder.mkdir(parents=True, exist_ok=True)
         checkpoint.save(path, host)
-        for old in sorted(folder.glob("ckpt_*.npz"))[:-KEEP_CHECKPOINTS]:
+        for old in checkpoints(run_dir)[:-KEEP_CHECKPOINTS]:
             old.unlink()
     distributed.barrier(f"checkpoint {iteration}")
     return path
