@@ -43,7 +43,11 @@ def to_dict(cfg: Any) -> dict:
 
 # Fields added to task settings after runs and policies were written without them, with the
 # value every one of those runs used (not today's default by chance: the only value there was).
-ADDED_FIELDS = {"impl": "jax"}  # MJX physics implementation; only jax existed before
+ADDED_FIELDS = {
+    "impl": "jax",  # MJX physics implementation; only jax existed before
+    "history": 1,  # the quadruped tasks' stacked frames: none before
+    "feet_slip": 0.0,  # the quadruped's foot-slip penalty: none before
+}
 
 
 def from_dict(cls: type, data: Any) -> Any:

@@ -86,7 +86,13 @@ def load(name_or_dir: str | Path, task: str | None = None) -> Policy:
         entry = registry.entry(meta["task"])
     except KeyError as err:
         raise PolicyError(err.args[0]) from None
-    env = entry.env_class(entry.env_config)
+    # The task as the policy was trained (its observation layout follows its settings, e.g.
+    # the stacked frames), not today's default settings.
+    try:
+        trained = config_io.from_dict(type(entry.env_config), meta["env_config"])
+    except (ValueError, TypeError) as err:
+        raise PolicyError(f"{meta_path}: env_config: {err}") from None
+    env = entry.env_class(trained)
     robot = getattr(env, "robot", None)
     if robot is not None:
         want = meta.get("robot", {})

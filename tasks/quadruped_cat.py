@@ -39,6 +39,7 @@ TRACKING_ONLY = RewardScales(
     feet_air_time=0.0,
     collision=0.0,
     stand_still=0.0,
+    feet_slip=0.0,
     termination=0.0,
 )
 

@@ -1,10 +1,12 @@
 """Joystick locomotion: the quadruped follows velocity commands (vx, vy, yaw rate) on flat ground.
 
-Observation ("state", 45): gyro (3), projected gravity (3), command (3), joint positions minus
-default (12), joint velocities (12), last action (12); each with optional noise.
-Critic ("privileged_state", 56): the same without noise, plus base linear velocity (3, base frame),
-foot contacts (4), and the episode's randomized physics (friction, added base mass, motor gain
-scale, joint damping scale).
+Observation ("state", 45 + 42 * (history - 1)): gyro (3), projected gravity (3), command (3),
+joint positions minus default (12), joint velocities (12), last action (12), each with optional
+noise; then the `history - 1` previous frames as the policy saw them, newest first, each
+without the command (42): what the policy can infer the ground's grip and its own physics from.
+Critic ("privileged_state", 56): the current frame without noise, plus base linear velocity
+(3, base frame), foot contacts (4), and the episode's randomized physics (friction, added base
+mass, motor gain scale, joint damping scale).
 Action (12): joint position offsets around the default pose, scaled by `action_scale` [rad],
 held over the physics substeps (50 Hz control).
 """
@@ -40,6 +42,7 @@ class RewardScales:
     feet_air_time: float = 1.0
     collision: float = -1.0
     stand_still: float = -0.5
+    feet_slip: float = 0.0  # squared horizontal speed of the feet in contact [(m/s)^2]
     termination: float = -10.0
 
 
@@ -62,6 +65,7 @@ class QuadrupedJoystickConfig:
     ctrl_dt: float = 0.02  # [s] control period
     episode_seconds: float = 20.0  # [s] time limit (a truncation, not a termination)
     action_scale: float = 0.3  # [rad] per unit action
+    history: int = 1  # proprioceptive frames in the actor's observation (1: the current only)
     tracking_sigma: float = 0.25  # [(m/s)^2] width of the tracking kernels
     air_time_target: float = 0.2  # [s] feet_air_time rewards swings longer than this
     vx_range: tuple[float, float] = (-0.6, 1.0)  # [m/s]
@@ -100,6 +104,8 @@ class QuadrupedJoystickConfig:
             lo, hi = getattr(self, name)
             if lo > hi:
                 raise ValueError(f"{name}: low {lo} is above high {hi}")
+        if self.history < 1:
+            raise ValueError("history must be >= 1")
         if not 0 <= self.zero_command_prob <= 1:
             raise ValueError("zero_command_prob must be in [0, 1]")
 
@@ -128,6 +134,10 @@ class QuadrupedJoystick(MjxEnv):
         self.knee_geoms = np.array([self.id("geom", g) for g in spec.termination_geoms[1:]])
         self.knee_radius = float(m.geom_size[self.knee_geoms[0], 0])
         self.foot_pairs = np.array([self.id("pair", f"{g}_floor") for g in spec.foot_geoms])
+        self.foot_geoms = np.array([self.id("geom", g) for g in spec.foot_geoms])
+        self.foot_radius = float(m.geom_size[self.foot_geoms[0], 0])
+        self.foot_bodies = m.geom_bodyid[self.foot_geoms]
+        self.foot_roots = m.body_rootid[self.foot_bodies]
         self.base_mass = float(m.body_mass[self.base_body])
         self.resample_steps = int(round(config.resample_seconds / config.ctrl_dt))
         self.push_steps = int(round(config.push_seconds / config.ctrl_dt))
@@ -162,6 +172,7 @@ class QuadrupedJoystick(MjxEnv):
             "params": params,
             **spawn_info,
         }
+        info["history"] = jp.tile(self.proprio_frame(data, info), c.history - 1)
         metrics = {f"reward/{name}": jp.zeros(()) for name in self.reward_names}
         metrics.update(
             {"tracking/lin_vel_error": jp.zeros(()), "tracking/ang_vel_error": jp.zeros(())}
@@ -197,7 +208,14 @@ class QuadrupedJoystick(MjxEnv):
         do_push = (state.info["step"] > 0) & (state.info["step"] % self.push_steps == 0)
         data = state.pipeline_state
         data = data.replace(qvel=data.qvel.at[:2].add(push * (do_push & c.randomize)))
-        return state.replace(pipeline_state=data), target
+        # The frame the policy just acted on (noise included, command left out) becomes the
+        # newest of the history.
+        obs = state.obs["state"]
+        frame = jp.concatenate([obs[:6], obs[9:45]])
+        keep = (c.history - 1) * self.FRAME_SIZE
+        history = jp.concatenate([frame, state.info["history"]])[:keep]
+        info = {**state.info, "history": history}
+        return state.replace(pipeline_state=data, info=info), target
 
     def model_for(self, state: State) -> mjx.Model:
         return self.randomized_model(state.info["params"])
@@ -271,23 +289,45 @@ class QuadrupedJoystick(MjxEnv):
             self.foot_contacts(data) * 1.0,
             jp.stack([p["friction"], p["added_mass"], p["motor_gain"], p["damping"]]),
         ]
-        return {"state": jp.concatenate(noisy), "privileged_state": jp.concatenate(privileged)}
+        state = jp.concatenate([*noisy, info["history"]])
+        return {"state": state, "privileged_state": jp.concatenate(privileged)}
 
-    OBSERVATION_LAYOUT = (
+    def proprio_frame(self, data: mjx.Data, info: dict) -> jax.Array:
+        """One clean history frame (the observation's frame without the command)."""
+        gyro, gravity = self.sensor(data, "gyro"), self.projected_gravity(data)
+        joint_pos = data.qpos[7:] - self.default_pose
+        return jp.concatenate([gyro, gravity, joint_pos, data.qvel[6:], info["last_action"]])
+
+    FRAME = (
         ("gyro", 3),
         ("projected_gravity", 3),
-        ("command", 3),
         ("joint_pos", 12),
         ("joint_vel", 12),
         ("last_action", 12),
     )
+    FRAME_SIZE = sum(n for _, n in FRAME)
+
+    @property
+    def OBSERVATION_LAYOUT(self) -> tuple[tuple[str, int], ...]:  # noqa: N802  (export reads it)
+        """Entries of the actor's observation in order; older frames are `<entry>@t-k`."""
+        layout = (
+            ("gyro", 3),
+            ("projected_gravity", 3),
+            ("command", 3),
+            ("joint_pos", 12),
+            ("joint_vel", 12),
+            ("last_action", 12),
+        )
+        for k in range(1, self.config.history):
+            layout += tuple((f"{name}@t-{k}", n) for name, n in self.FRAME)
+        return layout
 
     def observation_definitions(self) -> dict[str, dict]:
         """What each entry of the actor's observation is, for policy.json: enough to build it
         from a robot's (or native MuJoCo's) sensors without this package."""
         c = self.config
         joints = list(self.robot.joint_names)
-        return {
+        out = {
             "gyro": {
                 "kind": "sensor",
                 "sensor": "gyro",
@@ -334,6 +374,17 @@ class QuadrupedJoystick(MjxEnv):
                 "[-1, 1] (action.clip); zeros at the first step",
             },
         }
+        for k in range(1, c.history):
+            for name, _ in self.FRAME:
+                out[f"{name}@t-{k}"] = {
+                    "kind": "history",
+                    "of": name,
+                    "steps_back": k,
+                    "definition": f"the value `{name}` had in the observation {k} control "
+                    "step(s) earlier, noise included; before the episode's first step, the "
+                    "first step's clean value (last_action zeros)",
+                }
+        return out
 
     # ------------------------------------------------------------------------------- rewards
     reward_names = tuple(f.name for f in dataclasses.fields(RewardScales))
@@ -360,6 +411,9 @@ class QuadrupedJoystick(MjxEnv):
             * moving,
             "collision": jp.sum(self.knee_heights(data) < 0.0) * 1.0,
             "stand_still": jp.sum(jp.abs(data.qpos[7:] - self.default_pose)) * ~moving,
+            "feet_slip": jp.sum(
+                jp.sum(self.foot_velocities(data)[:, :2] ** 2, axis=-1) * self.foot_contacts(data)
+            ),
         }
 
     # CaT constraints the task declares (none here: penalties shape this task's behaviour).
@@ -402,6 +456,15 @@ class QuadrupedJoystick(MjxEnv):
         """Foot touching the floor, from the touch sensors [bool, 4]."""
         names = [f"{leg}_touch" for leg in ("FL", "FR", "HL", "HR")]
         return jp.concatenate([self.sensor(data, s) for s in names]) > 1.0
+
+    def foot_velocities(self, data: mjx.Data) -> jax.Array:
+        """World linear velocity of the foot spheres' centres [m/s, 4 x 3], from the bodies'
+        com-based velocities (`cvel` = [angular, linear] at the subtree com of the root), as
+        `mj_objectVelocity` shifts them: v_p = v + w x (p - com)."""
+        ang = data.cvel[self.foot_bodies, :3]
+        lin = data.cvel[self.foot_bodies, 3:]
+        arm = data.geom_xpos[self.foot_geoms] - data.subtree_com[self.foot_roots]
+        return lin + jp.cross(ang, arm)
 
     def knee_heights(self, data: mjx.Data) -> jax.Array:
         return data.geom_xpos[self.knee_geoms, 2] - self.knee_radius

@@ -144,10 +144,6 @@ class QuadrupedRough(QuadrupedJoystick):
         gx = (np.arange(nx) - (nx - 1) / 2) * config.scan_spacing
         gy = (np.arange(ny) - (ny - 1) / 2) * config.scan_spacing
         self.scan_grid = jp.asarray(np.stack(np.meshgrid(gx, gy, indexing="ij"), -1).reshape(-1, 2))
-        self.foot_geoms = np.array([self.id("geom", g) for g in self.robot.foot_geoms])
-        self.foot_radius = float(self.mj_model.geom_size[self.foot_geoms[0], 0])
-        self.foot_bodies = self.mj_model.geom_bodyid[self.foot_geoms]
-        self.foot_roots = self.mj_model.body_rootid[self.foot_bodies]
         # Metrics and scales follow the config's reward terms (CaT's tracking-only ones too).
         self.reward_names = tuple(f.name for f in dataclasses.fields(config.rewards))
 
@@ -306,8 +302,8 @@ class QuadrupedRough(QuadrupedJoystick):
         return {**out, "state": jp.concatenate([obs["state"], noisy])}
 
     @property
-    def OBSERVATION_LAYOUT(self):  # noqa: N802  (a class constant in the other tasks)
-        layout = QuadrupedJoystick.OBSERVATION_LAYOUT
+    def OBSERVATION_LAYOUT(self):  # noqa: N802  (the joystick's, then the scan)
+        layout = super().OBSERVATION_LAYOUT
         if self.config.height_scan:
             layout = (*layout, ("height_scan", self.num_scan_points))
         return layout
@@ -327,15 +323,6 @@ class QuadrupedRough(QuadrupedJoystick):
         """Foot spheres' lowest points above the terrain under their centres [m, 4]."""
         p = data.geom_xpos[self.foot_geoms]
         return p[:, 2] - self.foot_radius - self.ground(p[:, 0], p[:, 1])
-
-    def foot_velocities(self, data: mjx.Data) -> jax.Array:
-        """World linear velocity of the foot spheres' centres [m/s, 4 x 3], from the bodies'
-        com-based velocities (`cvel` = [angular, linear] at the subtree com of the root), as
-        `mj_objectVelocity` shifts them: v_p = v + w x (p - com)."""
-        ang = data.cvel[self.foot_bodies, :3]
-        lin = data.cvel[self.foot_bodies, 3:]
-        arm = data.geom_xpos[self.foot_geoms] - data.subtree_com[self.foot_roots]
-        return lin + jp.cross(ang, arm)
 
     def observation_definitions(self) -> dict[str, dict]:
         c = self.config

@@ -111,14 +111,15 @@ def test_the_scripts_observations_are_the_tasks(task, command, tmp_path):
     """The script against the task's own code (native replay, clean observations) for 30
     control steps of a random policy: the script's observation of the native state equals the
     task's (tolerance 1e-5: the task computes in float32) and its joint targets equal the
-    task's (1e-6). quadruped_rough covers every quadruped entry plus the scan (mj_ray in the
-    script, the height array in the task), hand_reorient the history, cube and goal entries."""
+    task's (1e-6). quadruped_rough covers every quadruped entry, its stacked frames and the
+    scan (mj_ray in the script, the height array in the task), hand_reorient the hand's
+    history, cube and goal entries."""
     entry = registry.entry(task)
     config = nominal_config(entry.env_config)
     if command is not None:
         config = dataclasses.replace(config, fixed_command=command)
         if task == "quadruped_rough":  # on stairs, to give the scan something to read
-            config = dataclasses.replace(config, terrain_type="stairs_up", level=6)
+            config = dataclasses.replace(config, terrain_type="stairs_up", level=6, history=3)
     env = entry.env_class(config)
     folder = random_policy_folder(task, env, tmp_path / "policy")
     runner = NativeRunner(env)

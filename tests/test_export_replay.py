@@ -74,18 +74,23 @@ def test_native_and_mjx_observations_agree_on_the_same_state():
     step = jax.jit(env.step)
     for i in range(20):
         state = step(state, 0.5 * jp.sin(jp.arange(12.0) + i))
-    # The same state as a native MjData (as replay holds it), back through mjx.put_data into
-    # the task's observation code: identical to the observation training saw.
+    # The same state as a native MjData, back into the task's observation code the way
+    # replay hands it over (C MuJoCo's fields written into the MJX state): the observation
+    # training saw. (Through mjx.put_data, as replay once did, this state fails: put_data
+    # cannot take back the joint-limit constraint rows mjx.get_data writes for it.)
+    from locomotion.replay import NativeRunner, _with_fields
+
     model = env.mj_model
     native = mjx.get_data(model, state.pipeline_state)
-    obs = jax.jit(env.observation)(mjx.put_data(model, native), state.info, jax.random.PRNGKey(0))
+    runner = NativeRunner(env)
+    runner.data = native
+    as_replay = _with_fields(state.pipeline_state, *runner.native_fields())
+    obs = jax.jit(env.observation)(as_replay, state.info, jax.random.PRNGKey(0))
     for key in ("state", "privileged_state"):
         np.testing.assert_allclose(obs[key], state.obs[key], atol=1e-6)
 
     # One control step from that state: C mj_step (replay) vs MJX. Same task code around
     # the physics; the physics gap over 4 substeps stays below 0.05 in every entry.
-    from locomotion.replay import NativeRunner
-
     runner = NativeRunner(env)
     runner.data = native
     action = 0.3 * np.cos(np.arange(12.0))
@@ -197,6 +202,33 @@ def test_settings_written_before_impl_existed_load_as_the_jax_implementation():
     assert config_io.from_dict(QuadrupedJoystickConfig, written).impl == "warp"
     del written["impl"]
     assert config_io.from_dict(QuadrupedJoystickConfig, written).impl == "jax"
+
+
+def test_settings_added_later_load_with_the_value_older_files_ran():
+    """The quadruped's stacked frames and foot-slip penalty came after policies were exported
+    without them: those ran one frame and no slip term."""
+    from locomotion import config as config_io
+    from locomotion.tasks.quadruped_joystick import QuadrupedJoystickConfig, RewardScales
+
+    cfg = QuadrupedJoystickConfig(history=3, rewards=RewardScales(feet_slip=-0.2))
+    written = config_io.to_dict(cfg)
+    assert config_io.from_dict(QuadrupedJoystickConfig, written) == cfg
+    del written["history"], written["rewards"]["feet_slip"]
+    old = config_io.from_dict(QuadrupedJoystickConfig, written)
+    assert old.history == 1 and old.rewards.feet_slip == 0.0
+
+
+def test_a_policy_is_checked_against_the_task_settings_it_was_trained_with(tmp_path):
+    """Loading builds the task from the policy's own `env_config`, not today's defaults: the
+    same file with three stacked frames asks for 129 observations, which its ONNX does not take."""
+    from locomotion.policy import PolicyError, load
+
+    path = _copy_shipped(tmp_path)
+    assert load(path).env_config().history == 1
+    env_config = json.loads((path / "policy.json").read_text())["env_config"]
+    _edit_meta(path, env_config={**env_config, "history": 3})
+    with pytest.raises(PolicyError, match="expects 45 observations, task .* gives 129"):
+        load(path)
 
 
 def test_warm_start_from_an_exported_policy_acts_as_it_did(tmp_path, capsys):

@@ -131,6 +131,40 @@ def test_joystick_falls_terminate(joystick):
     assert float(nstate.metrics["reward/termination"]) == 1.0
 
 
+def test_joystick_history_holds_the_frames_the_policy_saw():
+    """With history 3 the actor's observation is the current frame then the two before it as
+    the policy saw them (noise included, command left out); at reset the history is the clean
+    first frame, and the layout names every entry once."""
+    from locomotion.tasks.quadruped_joystick import QuadrupedJoystickConfig
+
+    env = registry.make("quadruped_joystick", QuadrupedJoystickConfig(history=3))
+    layout = env.OBSERVATION_LAYOUT
+    assert sum(n for _, n in layout) == env.observation_size["state"] == 45 + 2 * 42
+    assert len({name for name, _ in layout}) == len(layout)
+    assert [name for name, _ in layout[6:11]] == [
+        "gyro@t-1",
+        "projected_gravity@t-1",
+        "joint_pos@t-1",
+        "joint_vel@t-1",
+        "last_action@t-1",
+    ]
+    frame = lambda x: np.concatenate([x[:6], x[9:45]])  # noqa: E731
+    state = jax.jit(env.reset)(jax.random.PRNGKey(1))
+    obs, clean = np.asarray(state.obs["state"]), np.asarray(state.obs["privileged_state"])
+    np.testing.assert_allclose(obs[45:87], frame(clean), atol=1e-6)
+    np.testing.assert_allclose(obs[87:], frame(clean), atol=1e-6)
+    assert np.abs(obs[:45] - clean[:45]).max() > 0.01  # the current frame is noisy
+    step = jax.jit(env.step)
+    seen = [obs]
+    for t in range(4):
+        action = jax.random.uniform(jax.random.PRNGKey(t), (12,), minval=-1.0, maxval=1.0)
+        state = step(state, action)
+        seen.append(np.asarray(state.obs["state"]))
+    for t in range(2, 5):
+        np.testing.assert_array_equal(seen[t][45:87], frame(seen[t - 1]))
+        np.testing.assert_array_equal(seen[t][87:], frame(seen[t - 2]))
+
+
 def test_joystick_commands_resample_with_zero_share():
     from locomotion.tasks.quadruped_joystick import QuadrupedJoystickConfig
 
