@@ -17,7 +17,8 @@ reports the fall rate and the mean tracking errors:
 - gain error:  the pushes condition with each motor's kp and kd off by up to 20 %
 
 Prints a Markdown table and writes the rows to `--out` (JSON). `--falls` lists instead which
-episodes fell and with what physics (friction, added mass, motor gain, damping), e.g.
+episodes fell and with what physics (friction, added mass, motor gain, damping) and their
+fastest joint (simulator impulses show up there), e.g.
 
     python benchmarks/robustness.py --falls --policies quadruped_cat --conditions pushes
 """
@@ -98,16 +99,31 @@ def falls_by_physics(name: str, condition: str, episodes: int, seconds: float, s
     state = batch.reset(jax.random.split(jax.random.PRNGKey(seed), episodes))
     params = jax.device_get(state.info["params"])
     alive = np.ones(episodes, bool)
+    top_speed = np.zeros(episodes)  # fastest joint at a control step [rad/s]
     for t in range(int(round(seconds / env.dt))):
         state = batch.step(state, policy(np.asarray(state.obs["state"])), alive)
+        speed = np.abs(np.asarray(state.pipeline_state.qvel)[:, 6:]).max(axis=1)
+        top_speed = np.where(alive, np.maximum(top_speed, speed), top_speed)
         fell = (np.asarray(state.done) > 0) & alive
         for i in np.flatnonzero(fell):
             command = [round(float(c), 2) for c in np.asarray(state.info["command"][i])]
             physics = {k: round(float(v[i]), 2) for k, v in params.items() if np.ndim(v) == 1}
-            print(f"episode {i} fell at {t * env.dt:.2f} s, command {command}, {physics}")
+            print(
+                f"episode {i} fell at {t * env.dt:.2f} s, command {command}, {physics}, "
+                f"fastest joint {top_speed[i]:.0f} rad/s"
+            )
         alive &= ~fell
     fell = ~alive
     print(f"{name} {condition}: {fell.sum()} of {episodes} fell")
+    # The motors cannot turn a joint faster than the robot's velocity limit for long; a joint
+    # far beyond it for a control step is an impulse of the simulator (an unconverged contact
+    # solve did this at 3 Newton iterations), not the policy.
+    limit = env.robot.velocity_limit
+    jolts = top_speed > 2.5 * limit
+    print(
+        f"  episodes with a joint above {2.5 * limit:.0f} rad/s: {jolts.sum()} "
+        f"({jolts[fell].sum()} of the falls)"
+    )
     for k, v in params.items():
         if np.ndim(v) == 1 and fell.any():
             print(f"  {k}: mean {np.mean(v[fell]):.3f} over the falls, {np.mean(v):.3f} over all")
