@@ -36,6 +36,9 @@ def test_list_prints_tasks(capsys):
         (["train", "--resume", "OLD_RUN"], "RunConfig fields missing: ['init_from']"),
         (["eval", "quadruped_joystick", "--terrain", "all"], "need a terrain task"),
         (["eval", "quadruped_joystick", "--level", "5"], "quadruped_joystick has no terrain"),
+        (["eval", "quadruped_joystick", "--sweep", "latency"], "--sweep takes NAME=V1,V2"),
+        (["eval", "quadruped_joystick", "--sweep", "scene=1,2"], "not latency, gain_error or"),
+        (["eval", "quadruped_joystick", "--sweep", "latency=0.5"], "whole control steps"),
     ],
 )
 def test_user_errors_are_one_line(args, message, capsys, tmp_path):
@@ -75,3 +78,17 @@ def test_eval_env_overrides_change_only_the_named_settings(capsys):
     assert main(["eval", "hand_reorient", "--env.upright-goals", "2"]) == 2
     err = capsys.readouterr().err.strip()
     assert "upright_goals" in err and len(err.splitlines()) == 1
+
+
+def test_eval_sweep_tables_and_plots_one_perturbation(capsys, tmp_path):
+    """`locomotion eval POLICY --sweep latency=0,2 --plot F.png --json F.json`: one native
+    evaluation per value (the same seeded episode), a row each in the JSON, and a PNG; bad
+    sweeps are one-line errors (above)."""
+    out, png = tmp_path / "sweep.json", tmp_path / "sweep.png"
+    args = ["--episodes", "1", "--seconds", "1", "--json", str(out), "--plot", str(png)]
+    assert main(["eval", "quadruped_joystick", "--sweep", "latency=0,2", *args]) == 0
+    sweep = json.loads(out.read_text())
+    assert sweep["sweep"] == "latency" and [r["value"] for r in sweep["rows"]] == [0, 2]
+    errors = [r["result"]["lin_vel_error"] for r in sweep["rows"]]
+    assert errors[0] != errors[1]  # the same episode, its actions 40 ms late: another walk
+    assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"

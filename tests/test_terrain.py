@@ -208,10 +208,13 @@ def divergence(m, place, rng) -> tuple[float, float]:
 
 
 def test_mjx_matches_native_mujoco_on_the_heightfield(small, rough_model):
-    """Stepped from the same perturbed in-contact state, MJX and C MuJoCo drift apart on the
-    heightfield no more than they do on the flat plane (contacts make both chaotic: on the
-    plane they differ by about 0.08 rad and 6 mm after 50 steps). Measured on the hfield:
-    0.06, 0.0001, 0.03, 0.15, 0.003 rad and 10, 0.0, 3, 10, 0.4 mm; means 0.05 rad, 5 mm."""
+    """Stepped 50 steps from the same perturbed in-contact state, MJX and C MuJoCo stay
+    together on the heightfield. With the solver converged (5 Newton iterations) they agree on
+    the plane to about 1e-5 rad, and on the heightfield's flat tile nearly as well; on uneven
+    cells C keeps every prism a foot touches and MJX at most 4 contacts per pair, so they drift
+    there (measured: 2e-5, 2e-4, 5e-4, ~1e-3 and 0.039 rad over flat, rough slope, stairs up
+    and down, obstacles; mean 0.008 rad and 1 mm), still less than the plane drifted at the
+    former 3 iterations (0.08 rad, 6 mm)."""
     rng = np.random.default_rng(1)
     plane = load_model(QUADRUPED, "flat")
     ref_joints, ref_base = divergence(plane, lambda d: lambda x, y: 0.0 * x, rng)
@@ -232,5 +235,7 @@ def test_mjx_matches_native_mujoco_on_the_heightfield(small, rough_model):
 
         errors.append(divergence(rough_model, place, rng))
     joints, base = np.mean(errors, axis=0)
-    assert joints < 1.5 * ref_joints and base < 1.5 * ref_base, (errors, ref_joints, ref_base)
+    assert ref_joints < 1e-4 and ref_base < 1e-4, (ref_joints, ref_base)  # the plane
+    assert errors[0][0] < 1e-3, errors  # the flat tile: the same contacts as the plane
+    assert joints < 0.05 and base < 0.005, errors
     assert np.max(errors) < 0.3  # nothing fell through the terrain
