@@ -123,11 +123,17 @@ def _export(args: list[str]) -> int:
     parser = argparse.ArgumentParser(prog="locomotion export")
     parser.add_argument("run_dir", type=Path)
     parser.add_argument("-o", "--out", type=Path)
+    parser.add_argument(
+        "--checkpoint",
+        type=Path,
+        help="export this checkpoint of the run (a .npz under its checkpoints/) instead of "
+        "its policy (the newest, or the best evaluated of a keep=best run)",
+    )
     a = parser.parse_args(args)
     from locomotion.export import export
 
     try:
-        out = export(a.run_dir, a.out)
+        out = export(a.run_dir, a.out, a.checkpoint)
     except (FileNotFoundError, ValueError, KeyError) as err:
         raise UserError(str(err.args[0] if err.args else err)) from None
     print(f"exported {out / 'policy.onnx'} and {out / 'policy.json'}")

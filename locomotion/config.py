@@ -47,6 +47,8 @@ ADDED_FIELDS = {
     "impl": "jax",  # MJX physics implementation; only jax existed before
     "history": 1,  # the quadruped tasks' stacked frames: none before
     "feet_slip": 0.0,  # the quadruped's foot-slip penalty: none before
+    "heading_command": False,  # the terrain tasks' heading commands: yaw rates before
+    "heading_gain": 0.5,
 }
 
 

@@ -185,9 +185,12 @@ def adapt_input(
     return AdaptedInput(kernel, mean, var, tuple(matched), tuple(new), unused)
 
 
-def export(run_dir: str | Path, out_dir: str | Path | None = None) -> Path:
+def export(
+    run_dir: str | Path, out_dir: str | Path | None = None, ckpt: str | Path | None = None
+) -> Path:
     """Write policy.onnx + policy.json for the policy of `run_dir` (its newest checkpoint, or
-    the best evaluated one of a `run.keep='best'` run); returns out_dir."""
+    the best evaluated one of a `run.keep='best'` run; `ckpt`: that checkpoint file of the
+    run instead); returns out_dir."""
     from locomotion.train.driver import policy_checkpoint
 
     run_dir = Path(run_dir)
@@ -196,7 +199,10 @@ def export(run_dir: str | Path, out_dir: str | Path | None = None) -> Path:
     task = json.loads((run_dir / "config.json").read_text())["task"]
     entry = registry.entry(task)
     cfg = config_io.load(run_dir / "config.json", type(entry.env_config))
-    ckpt = policy_checkpoint(run_dir, cfg.run.keep)
+    if ckpt is None:
+        ckpt = policy_checkpoint(run_dir, cfg.run.keep)
+    elif not Path(ckpt).is_file():
+        raise FileNotFoundError(f"no checkpoint file {ckpt}")
     if ckpt is None:
         raise FileNotFoundError(f"{run_dir} has no checkpoint to export")
     arrays = checkpoint.read_arrays(ckpt)

@@ -196,10 +196,11 @@ class NativeRunner:
     def to_mjx_without_contacts(self) -> mjx.Data:
         """The native state for the task code when C MuJoCo found more contacts than MJX's
         fixed buffers hold (on a heightfield it keeps every cell prism a foot touches; MJX at
-        most 4 per pair). The task reads the state, kinematics and sensors, not the contact
-        list: this is a contact-free forward pass of the state the last mj_step started from
-        (whose kinematics mj_step leaves in MjData, as mjx.step does), with the current
-        positions, velocities, accelerations and native sensor readings (touch included)."""
+        most 4 per pair, 8 in all in the quadruped's terrain scene). The task reads the state,
+        kinematics and sensors, not the contact list: this is a contact-free forward pass of
+        the state the last mj_step started from (whose kinematics mj_step leaves in MjData,
+        as mjx.step does), with the current positions, velocities, accelerations and native
+        sensor readings (touch included)."""
         if not hasattr(self, "_scratch"):
             self._no_contact = copy.copy(self.model)
             self._no_contact.opt.disableflags |= mujoco.mjtDisableBit.mjDSBL_CONTACT

@@ -172,6 +172,7 @@ class QuadrupedJoystick(MjxEnv):
             "params": params,
             **spawn_info,
         }
+        info = self.steer(info, data, jp.ones((), bool), key_cmd)
         info["history"] = jp.tile(self.proprio_frame(data, info), c.history - 1)
         metrics = {f"reward/{name}": jp.zeros(()) for name in self.reward_names}
         metrics.update(
@@ -195,6 +196,11 @@ class QuadrupedJoystick(MjxEnv):
     def spawn(self, qpos: jax.Array, key: jax.Array) -> tuple[jax.Array, dict]:
         """The initial configuration's placement and any info it adds; the keyframe's here."""
         return qpos, {}
+
+    def steer(self, info: dict, data: mjx.Data, resampled: jax.Array, key: jax.Array) -> dict:
+        """A change to the command each control step, after any resampling (`resampled`);
+        none here: the sampled command holds until the next one."""
+        return info
 
     # ------------------------------------------------------------------------------------ step
     def before_physics(self, state: State, action: jax.Array) -> tuple[State, jax.Array]:
@@ -247,6 +253,7 @@ class QuadrupedJoystick(MjxEnv):
         step = info["step"] + 1
         resample = (step % self.resample_steps == 0) & (c.fixed_command is None)
         info["command"] = jp.where(resample, self.sample_command(key_cmd), info["command"])
+        info = self.steer(info, data, resample, key_cmd)
         info.update(rng=key, step=step, last_action=action, last_qvel=data.qvel)
 
         metrics = {f"reward/{k}": v for k, v in terms.items()}

@@ -65,6 +65,14 @@ def test_onnx_matches_jax_policy(tmp_path, policy):
     }
     if policy:  # the JAX side squashes too; an unsquashed export would differ
         assert np.abs(jax_action).max() < 1 and np.abs(onnx_action).max() > 0.05
+    else:  # `locomotion export --checkpoint`: an earlier checkpoint of the run
+        ckpt = tmp_path / "run" / "checkpoints" / "ckpt_0000002.npz"
+        early = json.loads(
+            (export(tmp_path / "run", tmp_path / "early", ckpt) / "policy.json").read_text()
+        )
+        assert early["training"]["iterations"] == 2
+        with pytest.raises(FileNotFoundError, match="no checkpoint file"):
+            export(tmp_path / "run", tmp_path / "none", tmp_path / "missing.npz")
 
 
 def test_native_and_mjx_observations_agree_on_the_same_state():

@@ -196,25 +196,23 @@ def test_checkpoints_resume_in_the_other_layout_and_continue_identically(pendulu
 
 
 @pytest.fixture(scope="module")
-def quadruped_runs(procs, tmp_path_factory):
-    """`locomotion train quadruped_joystick --preset smoke` in 1 process x 2 devices (with its
-    final evaluation, export and video) and in 2 processes x 1 device (without the video)."""
-    base = tmp_path_factory.mktemp("quadruped")
-    runs = {"one": base / "one", "two": base / "two"}
+def quadruped_run(procs, tmp_path_factory):
+    """`locomotion train quadruped_joystick --preset smoke` in 1 process x 2 devices, with its
+    final evaluation, export and video. (That 2 processes x 1 device train bit for bit as
+    1 x 2 is tested on the pendulum above: the mechanism is the task's pytree, whatever it
+    holds; a second quadruped run to compare cost about 3 minutes of the suite.)"""
+    run_dir = tmp_path_factory.mktemp("quadruped") / "one"
     args = ["train", "quadruped_joystick", "--preset", "smoke", "--no-progress"]
-    result = procs.run([*args, "--run-dir", str(runs["one"])], environment(JAX_NUM_CPU_DEVICES="2"))
+    result = procs.run([*args, "--run-dir", str(run_dir)], environment(JAX_NUM_CPU_DEVICES="2"))
     assert result.returncode == 0, result.stderr[-3000:]
-    video_off = ["--run.video-seconds", "0"]  # training and evaluation stay the same
-    result = procs.run([*args, *video_off, "--run-dir", str(runs["two"]), "--processes", "2"])
-    assert result.returncode == 0, result.stderr[-3000:]
-    return runs
+    return run_dir
 
 
 @pytest.mark.slow
-def test_train_quadruped_smoke_end_to_end(quadruped_runs):
+def test_train_quadruped_smoke_end_to_end(quadruped_run):
     """config, metrics, TensorBoard, checkpoints and the final evaluation all land in the run
     directory, with an exported policy, learning curves and a short video."""
-    run_dir = quadruped_runs["one"]
+    run_dir = quadruped_run
     config = json.loads((run_dir / "config.json").read_text())
     assert config["task"] == "quadruped_joystick" and config["ppo"]["num_envs"] == 32
     rows = read_metrics(run_dir)
@@ -239,16 +237,6 @@ def test_train_quadruped_smoke_end_to_end(quadruped_runs):
     assert evaluation["eval/fall_rate"] == 0.0, evaluation
     assert evaluation["eval/episode_length_mean"] == 50.0  # 1 s at 50 Hz, none ended early
     assert 0.35 < evaluation["eval/tracking/lin_vel_error"] < 0.65, evaluation
-
-
-@pytest.mark.slow
-def test_quadruped_two_processes_equal_one_process_two_devices(quadruped_runs):
-    one, two = quadruped_runs["one"], quadruped_runs["two"]
-    for iteration in (2, 3):
-        assert_identical(checkpoint_arrays(one, iteration), checkpoint_arrays(two, iteration))
-    evals = [json.loads((run / "eval.json").read_text()) for run in (one, two)]
-    assert evals[0] == evals[1]
-    assert (two / "policy" / "policy.onnx").is_file() and not (two / "video.mp4").exists()
 
 
 def wait_for_rows(run_dir: Path, peers, timeout=300):

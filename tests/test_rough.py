@@ -2,6 +2,7 @@
 resets, the height scan against C `mj_ray`, randomized steps, and the blind variant."""
 
 import dataclasses
+import types
 
 import jax
 import jax.numpy as jp
@@ -119,6 +120,40 @@ def test_curriculum_rule(env):
     assert min(top) >= 0 and max(top) < t.num_levels and len(set(top)) > 3  # random level
     pinned = QuadrupedRough(dataclasses.replace(env.config, curriculum=False))
     assert pinned.next_level(info(2), jp.array([half + 0.1, 0.0]), key) == 2
+
+
+def test_heading_commands_steer_toward_the_held_heading(env):
+    """The yaw-rate command turns the base toward the heading drawn with the command (the
+    error wrapped to [-pi, pi], gain, clip to yaw_range); the heading holds between resamples;
+    a zero command stays zero; pinned commands and heading_command=False are left alone."""
+    c = env.config
+    assert c.heading_command and c.rewards.orientation == 0.0
+    key = jax.random.PRNGKey(4)
+
+    def base(yaw):
+        q = jp.array([jp.cos(yaw / 2), 0.0, 0.0, jp.sin(yaw / 2)])
+        return types.SimpleNamespace(qpos=jp.zeros(19).at[3:7].set(q))  # all steer reads
+
+    info = env.steer({"command": jp.array([0.5, 0.1, 0.0])}, base(0.0), jp.array(True), key)
+    heading = float(info["heading"])
+    assert -np.pi <= heading <= np.pi
+    for yaw in (heading - 0.4, heading + 0.4, heading + np.pi - 0.1, heading - 3.0):
+        out = env.steer(info, base(yaw), jp.array(False), jax.random.PRNGKey(9))
+        assert float(out["heading"]) == pytest.approx(heading)  # held, not redrawn
+        error = np.angle(np.exp(1j * (heading - yaw)))
+        expected = np.clip(c.heading_gain * error, *c.yaw_range)
+        assert float(out["command"][2]) == pytest.approx(expected, abs=1e-5)
+        assert np.array_equal(out["command"][:2], info["command"][:2])
+    still = env.steer({**info, "command": jp.zeros(3)}, base(heading + 1.0), jp.array(False), key)
+    assert np.array_equal(still["command"], np.zeros(3))
+    for config in (
+        dataclasses.replace(c, fixed_command=(0.5, 0.0, 0.2)),
+        dataclasses.replace(c, heading_command=False),
+    ):
+        other = QuadrupedRough.__new__(QuadrupedRough)
+        other.config = config
+        untouched = {"command": jp.array([0.5, 0.0, 0.2])}
+        assert env.steer.__func__(other, untouched, base(1.0), jp.array(True), key) is untouched
 
 
 def test_feet_clearance_reads_foot_speed_and_height_above_the_terrain(env):
