@@ -166,7 +166,11 @@ def test_feet_clearance_reads_foot_speed_and_height_above_the_terrain(env):
     rng = np.random.default_rng(3)
     d.qpos[:] = np.asarray(env.place(jp.asarray(m.key_qpos[0]), 7, column, jp.array([0.6, 0.2])))
     d.qvel[:] = rng.normal(size=m.nv)
-    mujoco.mj_forward(m, d)
+    # Kinematics and velocities only: C may find more foot-terrain contacts than the 8 MJX
+    # keeps, which put_data refuses; mjx.forward collides on its own.
+    mujoco.mj_kinematics(m, d)
+    mujoco.mj_comPos(m, d)
+    mujoco.mj_comVel(m, d)
     data = jax.jit(mjx.forward)(mjx.put_model(m), mjx.put_data(m, d))
     eps = 1e-6
     moved = mujoco.MjData(m)
