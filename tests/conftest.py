@@ -7,10 +7,38 @@ pyproject.toml); the longest files are collected first so that neither process i
 long file at the end while the other idles."""
 
 import os
+import shutil
+import sys
+import tempfile
 
 import pytest
 
-import locomotion  # noqa: F401  (sets XLA flags before jax starts)
+
+def _share_compilations() -> None:
+    """One XLA compilation cache for the whole run: both workers and every `locomotion`
+    process a test starts (they inherit the variable) load what another already compiled.
+    Most of the suite's time is XLA compiling MJX graphs (a quadruped task's reset and step
+    about 50 s each on CI's cores), and many tests compile the same ones. The directory is
+    this run's alone (a fresh one per run, removed at its end), so nothing carries over from
+    one run of the suite to the next."""
+    if "JAX_COMPILATION_CACHE_DIR" not in os.environ:
+        run = os.environ.get("PYTEST_XDIST_TESTRUNUID")
+        if run:  # a worker that did not inherit the controller's directory
+            path = os.path.join(tempfile.gettempdir(), f"locomotion-tests-xla-{run}")
+        else:
+            path = tempfile.mkdtemp(prefix="locomotion-tests-xla-")
+            os.environ["LOCOMOTION_TESTS_OWN_CACHE"] = path  # removed by this process at the end
+        os.environ["JAX_COMPILATION_CACHE_DIR"] = path
+    os.environ.setdefault("JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS", "1")
+    if "jax" in sys.modules:  # a plugin imported jax before this file: set it there too
+        import jax
+
+        jax.config.update("jax_compilation_cache_dir", os.environ["JAX_COMPILATION_CACHE_DIR"])
+
+
+_share_compilations()
+
+import locomotion  # noqa: E402,F401  (sets XLA flags before jax starts)
 
 # The longest files first (about 8, 6, 5, 4, 3, 2 and 1.5 minutes on 2 cores); the rest keep
 # their order. Every worker collects the same order, as pytest-xdist requires.
@@ -31,6 +59,12 @@ def pytest_collection_modifyitems(items):
         return LONGEST_FIRST.index(name) if name in LONGEST_FIRST else len(LONGEST_FIRST)
 
     items.sort(key=rank)  # stable: within a file, and among the rest, the order is kept
+
+
+def pytest_unconfigure(config):
+    own = os.environ.get("LOCOMOTION_TESTS_OWN_CACHE")
+    if own and not hasattr(config, "workerinput"):  # the controller, or a run without xdist
+        shutil.rmtree(own, ignore_errors=True)
 
 
 @pytest.hookimpl(trylast=True)
