@@ -14,21 +14,20 @@ import tempfile
 import pytest
 
 
+_OWN_CACHE: str | None = None  # the cache directory this process made (and removes at its end)
+
+
 def _share_compilations() -> None:
     """One XLA compilation cache for the whole run: both workers and every `locomotion`
-    process a test starts (they inherit the variable) load what another already compiled.
+    process a test starts inherit the variable, and load what another already compiled.
     Most of the suite's time is XLA compiling MJX graphs (a quadruped task's reset and step
     about 50 s each on CI's cores), and many tests compile the same ones. The directory is
-    this run's alone (a fresh one per run, removed at its end), so nothing carries over from
+    this run's alone (a fresh one, removed at the run's end), so nothing carries over from
     one run of the suite to the next."""
+    global _OWN_CACHE
     if "JAX_COMPILATION_CACHE_DIR" not in os.environ:
-        run = os.environ.get("PYTEST_XDIST_TESTRUNUID")
-        if run:  # a worker that did not inherit the controller's directory
-            path = os.path.join(tempfile.gettempdir(), f"locomotion-tests-xla-{run}")
-        else:
-            path = tempfile.mkdtemp(prefix="locomotion-tests-xla-")
-            os.environ["LOCOMOTION_TESTS_OWN_CACHE"] = path  # removed by this process at the end
-        os.environ["JAX_COMPILATION_CACHE_DIR"] = path
+        _OWN_CACHE = tempfile.mkdtemp(prefix="locomotion-tests-xla-")
+        os.environ["JAX_COMPILATION_CACHE_DIR"] = _OWN_CACHE
     os.environ.setdefault("JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS", "1")
     if "jax" in sys.modules:  # a plugin imported jax before this file: set it there too
         import jax
@@ -62,9 +61,8 @@ def pytest_collection_modifyitems(items):
 
 
 def pytest_unconfigure(config):
-    own = os.environ.get("LOCOMOTION_TESTS_OWN_CACHE")
-    if own and not hasattr(config, "workerinput"):  # the controller, or a run without xdist
-        shutil.rmtree(own, ignore_errors=True)
+    if _OWN_CACHE:  # the controller (its workers inherited the directory), or a run without xdist
+        shutil.rmtree(_OWN_CACHE, ignore_errors=True)
 
 
 @pytest.hookimpl(trylast=True)
