@@ -13,7 +13,6 @@ import tempfile
 
 import pytest
 
-
 _OWN_CACHE: str | None = None  # the cache directory this process made (and removes at its end)
 
 
