@@ -19,15 +19,15 @@ _OWN_CACHE: str | None = None  # the cache directory this process made (and remo
 def _share_compilations() -> None:
     """One XLA compilation cache for the whole run: both workers and every `locomotion`
     process a test starts inherit the variable, and load what another already compiled.
-    Most of the suite's time is XLA compiling MJX graphs (a quadruped task's reset and step
-    about 50 s each on CI's cores), and many tests compile the same ones. The directory is
+    Most of the suite's time is XLA compiling MJX graphs (quadruped_joystick's vmapped reset
+    and step about 30 s each to trace and compile on 2 cores), and many tests compile the
+    same ones (JAX caches what took over a second to compile, its default). The directory is
     this run's alone (a fresh one, removed at the run's end), so nothing carries over from
     one run of the suite to the next."""
     global _OWN_CACHE
     if "JAX_COMPILATION_CACHE_DIR" not in os.environ:
         _OWN_CACHE = tempfile.mkdtemp(prefix="locomotion-tests-xla-")
         os.environ["JAX_COMPILATION_CACHE_DIR"] = _OWN_CACHE
-    os.environ.setdefault("JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS", "1")
     if "jax" in sys.modules:  # a plugin imported jax before this file: set it there too
         import jax
 
