@@ -208,6 +208,8 @@ def _eval(args: list[str]) -> int:
         raise UserError(f"--latency / --gain-error: {err}") from None
     if a.terrain or a.level:
         return _eval_terrain(a, policy, command, overrides, perturb)
+    if a.sweep and a.compare_mjx:
+        raise UserError("--compare-mjx compares one evaluation; it does not combine with --sweep")
     if a.sweep:
         return _eval_sweep(a, policy, command, overrides, perturb)
     try:
@@ -326,7 +328,7 @@ def _eval_terrain(a, policy, command, overrides: list[str], perturb) -> int:
     import dataclasses
     import itertools
 
-    from locomotion.replay import eval_config, evaluate_native
+    from locomotion.replay import eval_config, evaluate_mjx, evaluate_native
 
     try:
         config = _env_overrides(eval_config(policy, command), overrides)
@@ -359,6 +361,8 @@ def _eval_terrain(a, policy, command, overrides: list[str], perturb) -> int:
             res = evaluate_native(
                 policy, a.episodes, a.seconds, a.seed, command, config=pinned, perturb=perturb
             )
+            if a.compare_mjx:  # the same initial states and commands; one compilation per row
+                res["mjx"] = evaluate_mjx(policy, a.episodes, a.seconds, a.seed, command, pinned)
         except ValueError as err:
             raise UserError(str(err)) from None
         res.update(terrain_type=kind, level=level)
@@ -385,19 +389,19 @@ def _eval_terrain(a, policy, command, overrides: list[str], perturb) -> int:
 
 
 def _terrain_row(res: dict, header: bool) -> str:
-    """One line of the terrain sweep's table (with the header above the first)."""
-    line = (
-        f"{str(res['terrain_type']):12s} {str(res['level']):>5s} {res.get('tile', ''):>15s} "
-        f"{res['crossed_mean']:>9.2f} {res['fell_on_tile_mean']:>9.2f} {res['fall_rate']:>9.2f} "
-        f"{res['lin_vel_error']:>9.3f}"
-    )
-    if not header:
-        return line
-    head = (
-        f"{'terrain':12s} {'level':>5s} {'tile':>15s} {'crossed':>9s} {'fell_tile':>9s} "
-        f"{'fell':>9s} {'vel_err':>9s}"
-    )
-    return head + "\n" + line
+    """One line of the terrain sweep's table (with the header above the first); with
+    --compare-mjx, MJX's figures for the same episodes follow native MuJoCo's."""
+    runs = [res] + ([res["mjx"]] if "mjx" in res else [])
+    columns = (("crossed", "crossed_mean", 2), ("fell_tile", "fell_on_tile_mean", 2))
+    columns += (("fell", "fall_rate", 2), ("vel_err", "lin_vel_error", 3))
+    head = f"{'terrain':12s} {'level':>5s} {'tile':>15s}"
+    line = f"{str(res['terrain_type']):12s} {str(res['level']):>5s} {res.get('tile', ''):>15s}"
+    for prefix, r in zip(("", "mjx_"), runs, strict=False):
+        for name, key, digits in columns:
+            width = max(9, len(prefix + name))
+            head += f" {prefix + name:>{width}s}"
+            line += f" {r[key]:>{width}.{digits}f}"
+    return head + "\n" + line if header else line
 
 
 def _env_overrides(config, overrides: list[str]):

@@ -39,6 +39,10 @@ def test_list_prints_tasks(capsys):
         (["eval", "quadruped_joystick", "--sweep", "latency"], "--sweep takes NAME=V1,V2"),
         (["eval", "quadruped_joystick", "--sweep", "scene=1,2"], "not latency, gain_error or"),
         (["eval", "quadruped_joystick", "--sweep", "latency=0.5"], "whole control steps"),
+        (
+            ["eval", "quadruped_joystick", "--sweep", "latency=0,1", "--compare-mjx"],
+            "does not combine with --sweep",
+        ),
     ],
 )
 def test_user_errors_are_one_line(args, message, capsys, tmp_path):
@@ -92,3 +96,18 @@ def test_eval_sweep_tables_and_plots_one_perturbation(capsys, tmp_path):
     errors = [r["result"]["lin_vel_error"] for r in sweep["rows"]]
     assert errors[0] != errors[1]  # the same episode, its actions 40 ms late: another walk
     assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def test_terrain_rows_show_mjx_beside_native_with_compare_mjx():
+    from locomotion.cli import _terrain_row
+
+    native = dict(crossed_mean=0.55, fell_on_tile_mean=0.4, fall_rate=0.45, lin_vel_error=0.299)
+    row = dict(native, terrain_type="stairs_up", level=5, tile="rise 6.4 cm")
+    head, line = _terrain_row(row, header=True).splitlines()
+    assert head.split()[3:] == ["crossed", "fell_tile", "fell", "vel_err"]
+    assert line.split()[-4:] == ["0.55", "0.40", "0.45", "0.299"]
+    row["mjx"] = dict(crossed_mean=0.5, fell_on_tile_mean=0.0, fall_rate=0.1, lin_vel_error=0.2)
+    head, line = _terrain_row(row, header=True).splitlines()
+    assert head.split()[-4:] == ["mjx_crossed", "mjx_fell_tile", "mjx_fell", "mjx_vel_err"]
+    assert line.split()[-8:] == ["0.55", "0.40", "0.45", "0.299", "0.50", "0.00", "0.10", "0.200"]
+    assert _terrain_row(row, header=False) == line
