@@ -68,8 +68,8 @@ class TerrainConfig:
     border: float = 10.0
     """Flat margin around the grid [m], at height 0. Past it the heightfield ends and a robot
     falls off the world: a heading is held 10 s at up to 1 m/s, so a robot leaving an edge
-    tile's platform outward needs about 10 m (with 1 m, a fifth of 10 s flat-ground episodes at
-    0.5 m/s ended in such a fall; legged_gym's border is 25 m for its 8 m tiles)."""
+    tile's platform outward needs about 10 m (with 1 m, 2-3 of 20 ten-second episodes at 0.5 m/s
+    on an all-flat grid ended in such a fall; legged_gym's border is 25 m for its 8 m tiles)."""
 
     def __post_init__(self):
         checks = {
