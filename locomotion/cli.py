@@ -404,6 +404,22 @@ def _terrain_row(res: dict, header: bool) -> str:
     return head + "\n" + line if header else line
 
 
+def _pin_terrain(config, policy, kind: str | None, level: int | None):
+    """`config` pinned to tiles of terrain type `kind` at `level` (None: left as it is)."""
+    import dataclasses
+
+    terrain = getattr(config, "terrain", None)
+    if terrain is None or not hasattr(config, "level"):
+        raise UserError(f"--terrain and --level need a terrain task; {policy.task} has no terrain")
+    types = sorted(set(terrain.column_types()), key=terrain.column_types().index)
+    if kind is not None and kind not in types:
+        raise UserError(f"--terrain {kind!r}: this terrain's types are {', '.join(types)}")
+    if level is not None and not 0 <= level < terrain.num_levels:
+        raise UserError(f"--level {level}: levels are 0 to {terrain.num_levels - 1}")
+    changes = {k: v for k, v in (("terrain_type", kind), ("level", level)) if v is not None}
+    return dataclasses.replace(config, **changes)
+
+
 def _env_overrides(config, overrides: list[str]):
     """`config` with the `--env.FIELD VALUE` options applied (tyro over its dataclass)."""
     if not overrides:
@@ -482,23 +498,42 @@ def _table(result: dict) -> str:
 
 
 def _video(args: list[str]) -> int:
-    parser = argparse.ArgumentParser(prog="locomotion video")
+    parser = argparse.ArgumentParser(
+        prog="locomotion video",
+        epilog="Any --env.FIELD VALUE changes the task setting FIELD for this rollout, as in "
+        "`locomotion eval`.",
+    )
     parser.add_argument("policy")
-    parser.add_argument("-o", "--out", type=Path, required=True)
-    parser.add_argument("--seconds", type=float, default=5.0)
-    parser.add_argument("--command")
+    parser.add_argument(
+        "-o", "--out", type=Path, required=True, help="an .mp4, or a .png: one still frame"
+    )
+    parser.add_argument(
+        "--seconds", type=float, default=5.0, help="video length; a .png: the frame's time"
+    )
+    parser.add_argument("--command", help="fixed command vx,vy,wz (default: the task's sampling)")
     parser.add_argument("--width", type=int, default=640)
     parser.add_argument("--height", type=int, default=360)
     parser.add_argument("--seed", type=int, default=0)
-    a = parser.parse_args(args)
+    parser.add_argument("--terrain", metavar="TYPE", help="terrain tasks: a tile of this type")
+    parser.add_argument("--level", type=int, metavar="L", help="terrain tasks: at this level")
+    a, overrides = parser.parse_known_args(args)
     if a.seconds <= 0 or a.width < 16 or a.height < 16:
         raise UserError("--seconds must be positive and --width/--height at least 16")
+    if a.out.suffix.lower() not in (".mp4", ".png"):
+        raise UserError(f"--out must end in .mp4 (a video) or .png (a still), got {a.out}")
     command = _parse_command(a.command)
     policy = _load_policy(a.policy)
+    from locomotion.replay import eval_config
     from locomotion.video import RenderError, render_policy
 
     try:
-        render_policy(policy, a.out, a.seconds, command, a.width, a.height, a.seed)
+        config = _env_overrides(eval_config(policy, command), overrides)
+    except ValueError as err:
+        raise UserError(str(err)) from None
+    if a.terrain is not None or a.level is not None:
+        config = _pin_terrain(config, policy, a.terrain, a.level)
+    try:
+        render_policy(policy, a.out, a.seconds, command, a.width, a.height, a.seed, config)
     except (RenderError, ValueError) as err:
         raise UserError(str(err)) from None
     print(f"wrote {a.out}")

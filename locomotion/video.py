@@ -56,8 +56,12 @@ def render_policy(
     width: int = 640,
     height: int = 360,
     seed: int = 0,
+    config=None,
 ) -> dict:
-    """Write an MP4 of one native rollout.
+    """Write an MP4 of one native rollout, or with a `.png` path one still frame: the state
+    after `seconds` (only that frame is rendered: on a terrain's large heightfield a software
+    renderer takes seconds per frame). `config` replaces the evaluation config of the task
+    (`replay.eval_config`), e.g. pinned to a terrain type and level.
 
     The camera is the scene camera the task names in `VIDEO_CAMERA` (a fixed view, e.g. of a
     hand's palm), else one that follows the robot's floating base.
@@ -72,7 +76,14 @@ def render_policy(
     state = {}
     camera_name = getattr(registry.entry(policy.task).env_class, "VIDEO_CAMERA", None)
 
+    out = Path(out)
+    still = out.suffix.lower() == ".png"
+    last = int(round(seconds / policy.meta["control_dt"]))  # on_frame's call after that step
+
     def on_frame(model, data):
+        state["calls"] = state.get("calls", -1) + 1
+        if still and state["calls"] != last:
+            return
         if "renderer" not in state:
             state["renderer"] = make_renderer(model, width, height)
             state["camera"] = make_camera(model, camera_name)
@@ -88,12 +99,15 @@ def render_policy(
         command=command,
         on_frame=on_frame,
         stop_on_fall=False,
+        config=config,
     )
     if "renderer" in state:
         state["renderer"].close()
-    mediapy.set_ffmpeg(imageio_ffmpeg.get_ffmpeg_exe())
-    out = Path(out)
     out.parent.mkdir(parents=True, exist_ok=True)
+    if still:
+        mediapy.write_image(out, frames[-1])
+        return metrics
+    mediapy.set_ffmpeg(imageio_ffmpeg.get_ffmpeg_exe())
     fps = int(round(1.0 / policy.meta["control_dt"]))
     mediapy.write_video(out, frames[1:], fps=fps)  # frames[0] is the initial state
     return metrics

@@ -43,6 +43,9 @@ def test_list_prints_tasks(capsys):
             ["eval", "quadruped_joystick", "--sweep", "latency=0,1", "--compare-mjx"],
             "does not combine with --sweep",
         ),
+        (["video", "quadruped_joystick", "-o", "walk.gif"], "must end in .mp4 (a video) or .png"),
+        (["video", "quadruped_joystick", "-o", "a.png", "--level", "2"], "has no terrain"),
+        (["video", "quadruped_joystick", "-o", "a.mp4", "--env.nope", "1"], "nope"),
     ],
 )
 def test_user_errors_are_one_line(args, message, capsys, tmp_path):
@@ -111,3 +114,21 @@ def test_terrain_rows_show_mjx_beside_native_with_compare_mjx():
     assert head.split()[-4:] == ["mjx_crossed", "mjx_fell_tile", "mjx_fell", "mjx_vel_err"]
     assert line.split()[-8:] == ["0.55", "0.40", "0.45", "0.299", "0.50", "0.00", "0.10", "0.200"]
     assert _terrain_row(row, header=False) == line
+
+
+def test_video_pins_terrain_type_and_level_like_eval():
+    """`locomotion video --terrain TYPE --level L` sets up the rollout as `locomotion eval`
+    pins its rows; a type the terrain lacks or a level outside it is refused."""
+    from types import SimpleNamespace
+
+    from locomotion.cli import UserError, _pin_terrain
+    from locomotion.tasks.quadruped_rough import QuadrupedRoughConfig
+
+    policy = SimpleNamespace(task="quadruped_rough")
+    config = QuadrupedRoughConfig()
+    pinned = _pin_terrain(config, policy, "stairs_down", 4)
+    assert (pinned.terrain_type, pinned.level) == ("stairs_down", 4)
+    assert _pin_terrain(config, policy, None, 2).terrain_type is None
+    for kind, level, message in (("lava", None, "types are flat"), (None, 10, "levels are 0")):
+        with pytest.raises(UserError, match=message):
+            _pin_terrain(config, policy, kind, level)

@@ -141,6 +141,18 @@ def test_video_has_requested_frames_and_motion(tmp_path):
     assert np.abs(frames[0].astype(float) - frames[-1].astype(float)).mean() > 2  # it moved
 
 
+def test_video_still_is_one_png_frame(tmp_path):
+    """An `-o` ending in .png renders only the frame at --seconds."""
+    out = tmp_path / "still.png"
+    args = ["video", SHIPPED, "-o", str(out), "--seconds", "0.5", "--command", "0.5,0,0"]
+    assert main([*args, "--width", "160", "--height", "96"]) == 0
+    import mediapy
+
+    frame = mediapy.read_image(out)
+    assert frame.shape[:2] == (96, 160) and frame.std() > 10  # not blank
+    assert not list(tmp_path.glob("*.mp4"))
+
+
 def _copy_shipped(tmp_path):
     dst = tmp_path / "policy"
     shutil.copytree(SHIPPED_DIR / SHIPPED, dst)
