@@ -325,7 +325,6 @@ def _eval_terrain(a, policy, command, overrides: list[str], perturb) -> int:
     (type, level), each `--episodes` episodes; one combination prints the usual table, several
     a table of success (tile crossed) and falls per row. Without --terrain (or --level), the
     policy's own setting (any type, the curriculum's start levels unless pinned by --env)."""
-    import dataclasses
     import itertools
 
     from locomotion.replay import eval_config, evaluate_mjx, evaluate_native
@@ -334,14 +333,8 @@ def _eval_terrain(a, policy, command, overrides: list[str], perturb) -> int:
         config = _env_overrides(eval_config(policy, command), overrides)
     except ValueError as err:
         raise UserError(str(err)) from None
-    terrain = getattr(config, "terrain", None)
-    if terrain is None or not hasattr(config, "level"):
-        raise UserError(f"--terrain and --level need a terrain task; {policy.task} has no terrain")
-    types = sorted(set(terrain.column_types()), key=terrain.column_types().index)
+    terrain, types = _terrain_types(config, policy)
     kinds = types if a.terrain == ["all"] else a.terrain or [config.terrain_type]
-    for t in kinds:
-        if t is not None and t not in types:
-            raise UserError(f"--terrain {t!r}: this terrain's types are {', '.join(types)}")
     levels = [config.level]
     if a.level == ["all"]:
         levels = list(range(terrain.num_levels))
@@ -350,13 +343,10 @@ def _eval_terrain(a, policy, command, overrides: list[str], perturb) -> int:
             levels = [int(x) for x in a.level]
         except ValueError:
             raise UserError(f"--level takes level numbers or 'all', got {a.level}") from None
-    for level in levels:
-        if level is not None and not 0 <= level < terrain.num_levels:
-            raise UserError(f"--level {level}: levels are 0 to {terrain.num_levels - 1}")
     rows = list(itertools.product(kinds, levels))
+    configs = [_pin_terrain(config, policy, kind, level) for kind, level in rows]  # all checked
     results = []
-    for kind, level in rows:
-        pinned = dataclasses.replace(config, terrain_type=kind, level=level)
+    for (kind, level), pinned in zip(rows, configs, strict=True):
         try:
             res = evaluate_native(
                 policy, a.episodes, a.seconds, a.seed, command, config=pinned, perturb=perturb
@@ -404,14 +394,20 @@ def _terrain_row(res: dict, header: bool) -> str:
     return head + "\n" + line if header else line
 
 
+def _terrain_types(config, policy):
+    """The task's terrain config and its column types in grid order; a task without a
+    terrain is refused."""
+    terrain = getattr(config, "terrain", None)
+    if terrain is None or not hasattr(config, "level"):
+        raise UserError(f"--terrain and --level need a terrain task; {policy.task} has no terrain")
+    return terrain, sorted(set(terrain.column_types()), key=terrain.column_types().index)
+
+
 def _pin_terrain(config, policy, kind: str | None, level: int | None):
     """`config` pinned to tiles of terrain type `kind` at `level` (None: left as it is)."""
     import dataclasses
 
-    terrain = getattr(config, "terrain", None)
-    if terrain is None or not hasattr(config, "level"):
-        raise UserError(f"--terrain and --level need a terrain task; {policy.task} has no terrain")
-    types = sorted(set(terrain.column_types()), key=terrain.column_types().index)
+    terrain, types = _terrain_types(config, policy)
     if kind is not None and kind not in types:
         raise UserError(f"--terrain {kind!r}: this terrain's types are {', '.join(types)}")
     if level is not None and not 0 <= level < terrain.num_levels:

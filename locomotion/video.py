@@ -59,8 +59,8 @@ def render_policy(
     config=None,
 ) -> dict:
     """Write an MP4 of one native rollout, or with a `.png` path one still frame: the state
-    after `seconds` (only that frame is rendered: on a terrain's large heightfield a software
-    renderer takes seconds per frame). `config` replaces the evaluation config of the task
+    after `seconds` (only that frame is rendered: a software renderer draws a terrain's large
+    heightfield slowly). `config` replaces the evaluation config of the task
     (`replay.eval_config`), e.g. pinned to a terrain type and level.
 
     The camera is the scene camera the task names in `VIDEO_CAMERA` (a fixed view, e.g. of a
