@@ -13,10 +13,11 @@ to the reference measured in the same run: native MuJoCo (C mj_step) on all core
 (`mujoco.rollout`, one thread per core) stepping the same model at the same control rate, the
 fastest this machine simulates it. `--brax` trains the task with our PPO and with brax 0.14.2's
 PPO (through brax's own wrappers, the same batch geometry, compile excluded) in one run and
-prints the ratio of their training steps/s. `--against TASK` also measures TASK at the same
-num_envs in the same run and prints the ratios (e.g. the terrain's cost: rough against flat).
-`--impl jax warp` measures the task with each MJX physics implementation in turn (rows
-labelled), against the same native reference.
+prints the ratio of their training steps/s. On a CPU both trainers get one XLA device per
+core, as `locomotion train` does (`LOCOMOTION_CPU_DEVICES=1`: one device; locomotion/gpu.py).
+`--against TASK` also measures TASK at the same num_envs in the same run and prints the ratios
+(e.g. the terrain's cost: rough against flat). `--impl jax warp` measures the task with each MJX
+physics implementation in turn (rows labelled), against the same native reference.
 """
 
 from __future__ import annotations
@@ -250,5 +251,12 @@ def compare(task: str, against: str, sizes: list[int], skip_train: bool) -> None
 
 
 if __name__ == "__main__":
+    from locomotion import gpu
+
+    gpu.configure_cpu_devices()  # as `locomotion train`: a CPU device per core (before JAX starts)
     jp.zeros(())  # start the backend before timing
+    print(
+        f"{jax.device_count()} {jax.default_backend()} device(s): PPO (ours and brax's) splits "
+        "its batch over them; the env rows step on one"
+    )
     main()

@@ -88,6 +88,10 @@ def _info(args: list[str]) -> int:
     from locomotion import gpu
 
     gpu.configure()  # before JAX starts, so the report shows what training would run with
+    try:
+        gpu.configure_cpu_devices()
+    except ValueError as err:
+        raise UserError(str(err)) from None
 
     from locomotion.info import collect, table
 
@@ -575,6 +579,11 @@ def _train(args: list[str]) -> int:
     # GPU settings (matmul precision, XLA flags, MUJOCO_GL) before anything starts JAX's
     # backend: XLA reads its flags once, at that start (locomotion/gpu.py).
     gpu_settings = gpu.configure()
+    if launch is None:  # one process: a CPU device per core (several processes: one each)
+        try:
+            gpu_settings.update(gpu.configure_cpu_devices())
+        except ValueError as err:
+            raise UserError(str(err)) from None
     if launch is not None and not help_only:
         try:
             distributed.initialize(launch)
@@ -633,7 +642,7 @@ def _train(args: list[str]) -> int:
         f"{cfg.ppo.num_envs} envs, {cfg.run.num_iterations} iterations -> {run_dir}"
     )
     if gpu_settings:
-        print("GPU settings: " + ", ".join(f"{k}={v}" for k, v in gpu_settings.items()))
+        print("settings: " + ", ".join(f"{k}={v}" for k, v in gpu_settings.items()))
     from locomotion.checkpoint import CheckpointError
 
     try:

@@ -1,7 +1,8 @@
-"""GPU settings in one place, applied before JAX starts its backend.
+"""GPU settings, and the CPU's device count, in one place, applied before JAX starts its backend.
 
     from locomotion import gpu
     gpu.configure()          # first thing: before any array, jax.devices() or default_backend()
+    gpu.configure_cpu_devices()   # a CPU-only machine: one XLA device per core
 
 XLA reads `XLA_FLAGS` and the `XLA_PYTHON_CLIENT_*` variables once, when the backend starts
 (the first computation, `jax.devices()` or `jax.default_backend()`); a flag set later does
@@ -18,6 +19,15 @@ only where the user has not set it already (an environment variable or jax confi
   kernels for every matrix product they support), once a CPU-only probe process has shown this
   XLA accepts the flag: an unknown flag in `XLA_FLAGS` aborts the process at backend start.
 - `MUJOCO_GL=egl` when unset and libEGL is found (`import locomotion` already picks EGL first).
+
+On a CPU, `configure_cpu_devices` gives XLA one device per core this process may run on
+(`jax_num_cpu_devices`). XLA runs each CPU device's program on one thread (`import locomotion`
+turns Eigen's thread pool off, see locomotion/__init__.py), so with the one device JAX starts by
+default a training run leaves all but one core nearly idle; with a device per core, PPO splits
+its environment batch over them exactly as over GPUs (data-parallel, train/ppo.py). Measured on
+the 2-core CPU (quadruped_joystick, 512 envs, benchmarks/NOTES.md): 2,577 -> 3,342 training
+steps/s. `LOCOMOTION_CPU_DEVICES=N` asks for N (1: a single device, runs bit for bit as before);
+`--xla_force_host_platform_device_count` in XLA_FLAGS or `JAX_NUM_CPU_DEVICES` win over both.
 
 GPU memory is left to JAX: it preallocates 75 % of the GPU's memory when the backend starts,
 the fastest choice for one training process per GPU. When processes share a GPU, set
@@ -71,6 +81,41 @@ def configure(backend: str | None = None) -> dict[str, str]:
     if "MUJOCO_GL" not in os.environ and _egl_found():
         os.environ["MUJOCO_GL"] = "egl"
         applied["MUJOCO_GL"] = "egl"
+    APPLIED.update(applied)
+    return applied
+
+
+CPU_DEVICES_VARIABLE = "LOCOMOTION_CPU_DEVICES"
+
+
+def cpu_device_count() -> int:
+    """The CPU devices to ask for: `LOCOMOTION_CPU_DEVICES` ("auto" or unset: one per core this
+    process may run on). A value that is not a positive integer is a ValueError that names it."""
+    value = os.environ.get(CPU_DEVICES_VARIABLE, "auto").strip().lower()
+    if value in ("", "auto"):
+        try:
+            return max(1, len(os.sched_getaffinity(0)))
+        except AttributeError:  # macOS, Windows: no affinity mask
+            return max(1, os.cpu_count() or 1)
+    if not value.isdigit() or int(value) < 1:
+        raise ValueError(f"{CPU_DEVICES_VARIABLE}={value!r}: a positive integer or 'auto'")
+    return int(value)
+
+
+def configure_cpu_devices(backend: str | None = None) -> dict[str, str]:
+    """On a CPU backend (default: `detect_backend()`), ask JAX for `cpu_device_count()` devices
+    before it starts; returns {"jax_num_cpu_devices": "N"} when it set it, else {} (another
+    backend, one device asked for, the user's own XLA_FLAGS or JAX_NUM_CPU_DEVICES setting, or
+    JAX already started: the count is fixed at the start)."""
+    count = cpu_device_count()  # a bad LOCOMOTION_CPU_DEVICES is an error on every backend
+    backend = backend or detect_backend()
+    user_set = "xla_force_host_platform_device_count" in os.environ.get("XLA_FLAGS", "") or (
+        "JAX_NUM_CPU_DEVICES" in os.environ
+    )
+    if backend != "cpu" or count == 1 or user_set or _backend_started():
+        return {}
+    jax.config.update("jax_num_cpu_devices", count)
+    applied = {"jax_num_cpu_devices": str(count)}
     APPLIED.update(applied)
     return applied
 

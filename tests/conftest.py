@@ -36,6 +36,11 @@ def _share_compilations() -> None:
 
 _share_compilations()
 
+# `locomotion train` and `locomotion info` give XLA one CPU device per core (locomotion/gpu.py);
+# the suite's two workers already fill both cores, so the `locomotion` processes tests start
+# keep to one device, as they did before. Tests of the device count set the variable themselves.
+os.environ.setdefault("LOCOMOTION_CPU_DEVICES", "1")
+
 import locomotion  # noqa: E402,F401  (sets XLA flags before jax starts)
 
 # The longest files first (about 8, 6, 5, 4, 3, 2 and 1.5 minutes on 2 cores); the rest keep

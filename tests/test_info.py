@@ -75,6 +75,47 @@ def test_info_json_has_every_field_and_reports_cpu():
     assert all(rows[name] == ["loads"] for name in info["policies"])
 
 
+def info_devices(**variables: str) -> subprocess.CompletedProcess:
+    env = {k: v for k, v in os.environ.items() if k not in ("LOCOMOTION_CPU_DEVICES", "XLA_FLAGS")}
+    env.update(variables)
+    return subprocess.run(
+        [sys.executable, "-m", "locomotion.cli", "info", "--json"],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+
+
+def test_one_cpu_device_per_core_unless_the_user_says_otherwise():
+    """`locomotion info` and `train` start XLA with a CPU device per core this process may
+    use (LOCOMOTION_CPU_DEVICES unset), the number asked for, or the user's own XLA flag."""
+    cores = len(os.sched_getaffinity(0))
+    cases = [
+        ({}, cores),
+        ({"LOCOMOTION_CPU_DEVICES": "3"}, 3),
+        ({"LOCOMOTION_CPU_DEVICES": "1"}, 1),
+        (
+            {
+                "LOCOMOTION_CPU_DEVICES": "3",
+                "XLA_FLAGS": "--xla_force_host_platform_device_count=2",
+            },
+            2,
+        ),
+    ]
+    for variables, devices in cases:
+        result = info_devices(**variables)
+        assert result.returncode == 0, result.stderr[-2000:]
+        info = json.loads(result.stdout)
+        assert info["device_count"] == devices, (variables, info["device_count"])
+        assert len(info["devices"]) == devices
+    result = info_devices(LOCOMOTION_CPU_DEVICES="two")
+    assert result.returncode == 2
+    assert result.stderr.strip().splitlines() == [
+        "locomotion: error: LOCOMOTION_CPU_DEVICES='two': a positive integer or 'auto'"
+    ]
+
+
 def test_rendering_says_what_works_or_what_to_install(monkeypatch):
     from locomotion import info
 

@@ -134,9 +134,11 @@ def pendulum_runs(procs, tmp_path_factory):
     launcher), and each one's iteration-2 checkpoint resumed in the other layout."""
     base = tmp_path_factory.mktemp("pendulum")
     runs = {"one": base / "one", "two": base / "two"}
+    # One process asks for its 2 devices as users do (locomotion/gpu.py: one per core).
     result = procs.run(
-        ["train", *PENDULUM, "--run-dir", str(runs["one"])], environment(JAX_NUM_CPU_DEVICES="2")
+        ["train", *PENDULUM, "--run-dir", str(runs["one"])], environment(LOCOMOTION_CPU_DEVICES="2")
     )
+    assert "jax_num_cpu_devices=2" in result.stdout, result.stdout
     assert result.returncode == 0, result.stderr[-3000:]
     # cwd: an empty folder, so a stray relative write by any process would show there.
     cwd = base / "cwd"
@@ -155,7 +157,7 @@ def pendulum_runs(procs, tmp_path_factory):
         runs[target] = base / target
         shutil.copytree(runs[source], runs[target])
         (runs[target] / "checkpoints" / "ckpt_0000004.npz").unlink()
-        env = environment(JAX_NUM_CPU_DEVICES="2") if not layout else environment()
+        env = environment(LOCOMOTION_CPU_DEVICES="2") if not layout else environment()
         result = procs.run(
             ["train", "--resume", str(runs[target]), "--no-progress", *layout], env=env
         )

@@ -76,8 +76,12 @@ def make_optimizer(cfg: PPOConfig) -> optax.GradientTransformation:
 
 def make_mesh(num_envs: int) -> Mesh:
     """A 1-D mesh over all devices of all processes; num_envs (the global batch) must split
-    evenly across them."""
+    evenly across them. In one process the mesh takes the most devices the batch splits over
+    (num_envs=100 on 8 CPU devices: 5 of them), since the device count there is the machine's
+    (one per core, locomotion/gpu.py) rather than the user's choice."""
     devices = jax.devices()
+    if jax.process_count() == 1:
+        devices = devices[: max(d for d in range(1, len(devices) + 1) if num_envs % d == 0)]
     if num_envs % len(devices):
         where = f"{len(devices)} devices"
         if jax.process_count() > 1:
