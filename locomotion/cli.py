@@ -681,7 +681,7 @@ def _train_process(entry, cfg, run_dir: Path, known, gpu_settings) -> int:
                 f"all, {cfg.run.num_iterations} iterations -> {run_dir}"
             )
             if gpu_settings:
-                print("GPU settings: " + ", ".join(f"{k}={v}" for k, v in gpu_settings.items()))
+                print("settings: " + ", ".join(f"{k}={v}" for k, v in gpu_settings.items()))
         train(
             entry.env_class(cfg.env),
             cfg,

@@ -293,14 +293,16 @@ def test_two_device_sharding_matches_one_device():
 
 def test_mesh_takes_the_most_devices_the_batch_splits_over():
     """In one process the device count is the machine's (a CPU device per core), so a batch
-    that does not split over all of them uses the most that it does split over."""
+    that does not split over all of them uses the most that it does split over (and no more
+    than asked: impl='warp' trains on one)."""
     script = (
         "from locomotion.train import ppo\n"
-        "print([ppo.make_mesh(n).devices.size for n in (64, 9, 7, 6)])"
+        "print([ppo.make_mesh(n).devices.size for n in (64, 9, 7, 6)]"
+        " + [ppo.make_mesh(6, max_devices=m).devices.size for m in (1, 2)])"
     )
     env = dict(os.environ, XLA_FLAGS="--xla_force_host_platform_device_count=3")
     result = subprocess.run(
         [sys.executable, "-c", script], env=env, capture_output=True, text=True, timeout=300
     )
     assert result.returncode == 0, result.stderr[-3000:]
-    assert result.stdout.strip().splitlines()[-1] == "[2, 3, 1, 3]"
+    assert result.stdout.strip().splitlines()[-1] == "[2, 3, 1, 3, 1, 2]"

@@ -164,3 +164,24 @@ def test_warp_at_the_models_solver_iterations():
     assert errors["warp", 3] > 0.1
     assert 1e-3 < errors["warp", own] < 0.05
     assert errors["warp", SOLVER_ITERATIONS] < 1e-3
+
+
+def test_warp_trains_on_one_of_several_cpu_devices(tmp_path):
+    """`locomotion train` gives XLA a CPU device per core; warp's contact buffers are shared by
+    the whole batch, so a warp run trains on one of them instead of refusing to start."""
+    import os
+    import subprocess
+    import sys
+
+    args = ["train", "quadruped_joystick", "--preset", "smoke", "--env.impl", "warp"]
+    args += ["--run.num-iterations", "1", "--run.video-seconds", "0", "--no-progress"]
+    result = subprocess.run(
+        [sys.executable, "-m", "locomotion.cli", *args, "--run-dir", str(tmp_path / "run")],
+        env=dict(os.environ, LOCOMOTION_CPU_DEVICES="2"),
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert "training on 1 of the 2 devices: impl='warp' runs on one" in result.stdout
+    assert (tmp_path / "run" / "policy" / "policy.onnx").is_file()

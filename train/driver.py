@@ -270,11 +270,22 @@ def train(
     start from reset (for a task whose state layout changed since the checkpoint)."""
     pcfg, rcfg = cfg.ppo, cfg.run
     wrapped = wrap_for_training(env, pcfg.num_envs)
-    mesh = ppo.make_mesh(pcfg.num_envs)
-    if getattr(env, "impl", "jax") == "warp" and mesh.size > 1:
+    # impl='warp' trains on one device: its contact buffers are shared by the whole batch.
+    warp = getattr(env, "impl", "jax") == "warp"
+    mesh = ppo.make_mesh(pcfg.num_envs, max_devices=1 if warp else None)
+    if warp and mesh.size > 1:
         raise ValueError(
             f"impl='warp' trains on one device (its contact buffers are shared by the whole "
             f"batch), not the {mesh.size} here: set impl='jax' or make one device visible"
+        )
+    if mesh.size < jax.device_count():
+        print(
+            f"training on {mesh.size} of the {jax.device_count()} devices: "
+            + (
+                "impl='warp' runs on one"
+                if warp
+                else f"num_envs={pcfg.num_envs} splits over {mesh.size}"
+            )
         )
     state = ppo.init(wrapped, pcfg, jax.random.PRNGKey(rcfg.seed), mesh)
     logger = None

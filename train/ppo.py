@@ -74,14 +74,15 @@ def make_optimizer(cfg: PPOConfig) -> optax.GradientTransformation:
     return optax.chain(optax.clip_by_global_norm(cfg.max_grad_norm), adam)
 
 
-def make_mesh(num_envs: int) -> Mesh:
+def make_mesh(num_envs: int, max_devices: int | None = None) -> Mesh:
     """A 1-D mesh over all devices of all processes; num_envs (the global batch) must split
-    evenly across them. In one process the mesh takes the most devices the batch splits over
-    (num_envs=100 on 8 CPU devices: 5 of them), since the device count there is the machine's
-    (one per core, locomotion/gpu.py) rather than the user's choice."""
+    evenly across them. In one process the mesh takes the most devices, up to `max_devices`,
+    that the batch splits over (num_envs=100 on 8 CPU devices: 5 of them), since the device
+    count there is the machine's (one per core, locomotion/gpu.py) rather than the user's."""
     devices = jax.devices()
     if jax.process_count() == 1:
-        devices = devices[: max(d for d in range(1, len(devices) + 1) if num_envs % d == 0)]
+        most = min(len(devices), max_devices or len(devices))
+        devices = devices[: max(d for d in range(1, most + 1) if num_envs % d == 0)]
     if num_envs % len(devices):
         where = f"{len(devices)} devices"
         if jax.process_count() > 1:
