@@ -66,6 +66,16 @@ class UserError(Exception):
     """A mistake in the command line or its inputs: reported in one line, no traceback."""
 
 
+def _configure_cpu_devices() -> dict[str, str]:
+    """`gpu.configure_cpu_devices()`, a bad LOCOMOTION_CPU_DEVICES reported in one line."""
+    from locomotion import gpu
+
+    try:
+        return gpu.configure_cpu_devices()
+    except ValueError as err:
+        raise UserError(str(err)) from None
+
+
 def _list() -> int:
     from locomotion import registry
     from locomotion.policy import shipped_policies
@@ -88,10 +98,7 @@ def _info(args: list[str]) -> int:
     from locomotion import gpu
 
     gpu.configure()  # before JAX starts, so the report shows what training would run with
-    try:
-        gpu.configure_cpu_devices()
-    except ValueError as err:
-        raise UserError(str(err)) from None
+    _configure_cpu_devices()
 
     from locomotion.info import collect, table
 
@@ -578,12 +585,9 @@ def _train(args: list[str]) -> int:
 
     # GPU settings (matmul precision, XLA flags, MUJOCO_GL) before anything starts JAX's
     # backend: XLA reads its flags once, at that start (locomotion/gpu.py).
-    gpu_settings = gpu.configure()
+    settings = gpu.configure()
     if launch is None:  # one process: a CPU device per core (several processes: one each)
-        try:
-            gpu_settings.update(gpu.configure_cpu_devices())
-        except ValueError as err:
-            raise UserError(str(err)) from None
+        settings.update(_configure_cpu_devices())
     if launch is not None and not help_only:
         try:
             distributed.initialize(launch)
@@ -635,14 +639,14 @@ def _train(args: list[str]) -> int:
     if cfg.task != entry.name:
         raise UserError("--task cannot be overridden")
     if jax.process_count() > 1:
-        return _train_process(entry, cfg, run_dir, known, gpu_settings)
+        return _train_process(entry, cfg, run_dir, known, settings)
     env = entry.env_class(cfg.env)
     print(
         f"training {entry.name} on {jax.default_backend()} ({jax.device_count()} device(s)), "
         f"{cfg.ppo.num_envs} envs, {cfg.run.num_iterations} iterations -> {run_dir}"
     )
-    if gpu_settings:
-        print("settings: " + ", ".join(f"{k}={v}" for k, v in gpu_settings.items()))
+    if settings:
+        print("settings: " + ", ".join(f"{k}={v}" for k, v in settings.items()))
     from locomotion.checkpoint import CheckpointError
 
     try:
@@ -662,7 +666,7 @@ def _train(args: list[str]) -> int:
     return 0
 
 
-def _train_process(entry, cfg, run_dir: Path, known, gpu_settings) -> int:
+def _train_process(entry, cfg, run_dir: Path, known, settings) -> int:
     """One process of a multi-process run: the same checks and training as alone, but any
     error ends this process at once, in one line (its peers see the broken connection and do
     the same), and only process 0 reports, exports and renders."""
@@ -680,8 +684,8 @@ def _train_process(entry, cfg, run_dir: Path, known, gpu_settings) -> int:
                 f"processes x {jax.local_device_count()} device(s), {cfg.ppo.num_envs} envs in "
                 f"all, {cfg.run.num_iterations} iterations -> {run_dir}"
             )
-            if gpu_settings:
-                print("settings: " + ", ".join(f"{k}={v}" for k, v in gpu_settings.items()))
+            if settings:
+                print("settings: " + ", ".join(f"{k}={v}" for k, v in settings.items()))
         train(
             entry.env_class(cfg.env),
             cfg,

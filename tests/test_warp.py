@@ -6,6 +6,9 @@ Needs the `warp` extra (warp-lang; mujoco-mjx bundles MuJoCo Warp); skipped with
 
 import copy
 import dataclasses
+import os
+import subprocess
+import sys
 
 import jax
 import jax.numpy as jp
@@ -169,10 +172,6 @@ def test_warp_at_the_models_solver_iterations():
 def test_warp_trains_on_one_of_several_cpu_devices(tmp_path):
     """`locomotion train` gives XLA a CPU device per core; warp's contact buffers are shared by
     the whole batch, so a warp run trains on one of them instead of refusing to start."""
-    import os
-    import subprocess
-    import sys
-
     args = ["train", "quadruped_joystick", "--preset", "smoke", "--env.impl", "warp"]
     args += ["--run.num-iterations", "1", "--run.video-seconds", "0", "--no-progress"]
     result = subprocess.run(
