@@ -68,9 +68,10 @@ class Env(abc.ABC):
     def action_size(self) -> int:
         """Number of action dimensions (actions live in [-1, 1])."""
 
-    @property
+    @functools.cached_property
     def observation_size(self) -> dict[str, int]:
-        """Size of each observation entry, found by tracing `reset` (no computation)."""
+        """Size of each observation entry, found by tracing `reset` once per env (no
+        computation; a quadruped's reset takes seconds to trace)."""
         shapes = jax.eval_shape(self.reset, jax.ShapeDtypeStruct((2,), jp.uint32))
         return {name: leaf.shape[-1] for name, leaf in shapes.obs.items()}
 
@@ -174,8 +175,21 @@ class TrainingWrapper:
 
     def reset(self, key: jax.Array) -> State:
         keys = jax.random.split(key, self.num_envs)
-        state = jax.vmap(self._reset_one)(keys)
-        pool, reset_key = jax.vmap(self._fresh)(state.info["reset_key"])
+        if getattr(self.env, "impl", "jax") == "warp":
+            # warp's contact buffers hold `num_envs` worlds: two batches of them.
+            state = jax.vmap(self._reset_one)(keys)
+            pool, reset_key = jax.vmap(self._fresh)(state.info["reset_key"])
+        else:
+            # Every env's first state and the reserve after it (`_fresh`'s key chain, twice)
+            # from one batched `env.reset` over both: one copy of the task's reset in the
+            # compiled graph instead of two (it costs as much to compile as the step).
+            split = jax.vmap(jax.random.split)
+            first = split(keys)  # [envs, (next key, reset key), 2]
+            second = split(first[:, 0])
+            drawn = jax.vmap(self._draw)(jp.concatenate([first[:, 1], second[:, 1]]))
+            n = self.num_envs
+            state = jax.vmap(self._begin)(jax.tree.map(lambda x: x[:n], drawn), first[:, 0])
+            pool, reset_key = jax.tree.map(lambda x: x[n:], drawn), second[:, 0]
         info = dict(state.info)
         info.update(
             reset_key=reset_key,
@@ -210,12 +224,19 @@ class TrainingWrapper:
     def _fresh(self, key: jax.Array) -> tuple[State, jax.Array]:
         """A fresh initial state (the part an episode starts from) and the env's next key."""
         key, key_reset = jax.random.split(key)
+        return self._draw(key_reset), key
+
+    def _draw(self, key_reset: jax.Array) -> State:
         state = self.env.reset(key_reset)
         info = {k: v for k, v in state.info.items() if k != "termination"}
-        return state.replace(info=info), key
+        return state.replace(info=info)
 
     def _reset_one(self, key: jax.Array) -> State:
         state, key = self._fresh(key)
+        return self._begin(state, key)
+
+    def _begin(self, state: State, key: jax.Array) -> State:
+        """The wrapper's part of an episode's first state (`key`: the env's next key)."""
         info = dict(state.info)
         info.update(
             reset_key=key,
