@@ -191,7 +191,7 @@ class QuadrupedRough(QuadrupedJoystick):
         column = jax.random.choice(key_col, self.allowed_columns)
         offset = jax.random.uniform(key_xy, (2,), minval=-c.spawn_spread, maxval=c.spawn_spread)
         yaw = jax.random.uniform(key_yaw, minval=-jp.pi, maxval=jp.pi)
-        qpos = self.place(qpos, level, column, offset, yaw)
+        qpos = self.lift_to_clearance(self.place(qpos, level, column, offset, yaw))
         info = {
             "terrain_level": level,
             "terrain_column": column,
@@ -211,6 +211,15 @@ class QuadrupedRough(QuadrupedJoystick):
         if yaw is not None:
             qpos = qpos.at[3:7].set(jp.array([jp.cos(yaw / 2), 0.0, 0.0, jp.sin(yaw / 2)]))
         return qpos
+
+    def lift_to_clearance(self, qpos: jax.Array) -> jax.Array:
+        """`qpos` raised where the initial joint noise put a foot below `spawn_clearance` above
+        the terrain (the feet from the kinematics alone: the reset's one forward pass follows,
+        and no randomized field moves a foot)."""
+        data = mjx.kinematics(self.mjx_model, self.make_data().replace(qpos=qpos))
+        feet = data.geom_xpos[self.foot_geoms]
+        clearance = feet[:, 2] - self.foot_radius - self.ground(feet[:, 0], feet[:, 1])
+        return qpos.at[2].add(jp.maximum(0.0, self.config.spawn_clearance - jp.min(clearance)))
 
     def next_level(self, info: dict, xy: jax.Array, key: jax.Array) -> jax.Array:
         """The curriculum's level for the next episode of an env whose episode ended at `xy`."""
@@ -296,19 +305,12 @@ class QuadrupedRough(QuadrupedJoystick):
         return out
 
     def reset(self, key: jax.Array) -> State:
-        """The joystick's reset on a tile, raised where the initial joint noise put a foot
-        below `spawn_clearance` above the terrain."""
+        """The joystick's reset on a tile (`spawn`), with the terrain metrics."""
         state = super().reset(key)
-        data = state.pipeline_state
-        feet = data.geom_xpos[self.foot_geoms]
-        clearance = feet[:, 2] - self.foot_radius - self.ground(feet[:, 0], feet[:, 1])
-        lift = jp.maximum(0.0, self.config.spawn_clearance - jp.min(clearance))
-        data = mjx.forward(self.model_for(state), data.replace(qpos=data.qpos.at[2].add(lift)))
-        obs = self.observation(data, state.info, jax.random.fold_in(key, 13))
         metrics = {**state.metrics, **self.terrain_metrics(state.info)}
         metrics["terrain/crossed"] = jp.zeros(())
         metrics["terrain/fell_on_tile"] = jp.zeros(())
-        return state.replace(pipeline_state=data, obs=obs, metrics=metrics)
+        return state.replace(metrics=metrics)
 
     # ---------------------------------------------------------------------------- observation
     def height_scan(self, data: mjx.Data) -> jax.Array:
