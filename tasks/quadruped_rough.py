@@ -217,9 +217,8 @@ class QuadrupedRough(QuadrupedJoystick):
         the terrain (the feet from the kinematics alone: the reset's one forward pass follows,
         and no randomized field moves a foot)."""
         data = mjx.kinematics(self.mjx_model, self.make_data().replace(qpos=qpos))
-        feet = data.geom_xpos[self.foot_geoms]
-        clearance = feet[:, 2] - self.foot_radius - self.ground(feet[:, 0], feet[:, 1])
-        return qpos.at[2].add(jp.maximum(0.0, self.config.spawn_clearance - jp.min(clearance)))
+        lowest = jp.min(self.foot_heights(data))
+        return qpos.at[2].add(jp.maximum(0.0, self.config.spawn_clearance - lowest))
 
     def next_level(self, info: dict, xy: jax.Array, key: jax.Array) -> jax.Array:
         """The curriculum's level for the next episode of an env whose episode ended at `xy`."""
