@@ -6,6 +6,7 @@ The suite runs in two processes, a test file to each (pytest-xdist, `--dist load
 pyproject.toml); the longest files are collected first so that neither process is left with a
 long file at the end while the other idles."""
 
+import collections
 import os
 import shutil
 import sys
@@ -35,6 +36,22 @@ def _share_compilations() -> None:
 
 
 _share_compilations()
+
+
+def _compile_for_short_runs() -> None:
+    """LLVM at -O1 instead of XLA's default -O2 for the suite's processes (and the `locomotion`
+    processes tests start, which inherit the variable). The suite compiles many large MJX
+    graphs and runs each briefly; -O1 compiles quadruped_joystick's vmapped step 14-25 % faster
+    on 2 cores and runs it within the noise of -O2 (benchmarks/NOTES.md, "Where the suite's
+    time goes"). Only code generation changes, not what is computed, so the suite still tests
+    the graphs users run; `locomotion` itself keeps XLA's default for long training runs.
+    Set XLA_FLAGS yourself to test with other settings."""
+    flags = os.environ.get("XLA_FLAGS", "")
+    if "--xla_backend_optimization_level" not in flags:
+        os.environ["XLA_FLAGS"] = (flags + " --xla_backend_optimization_level=1").strip()
+
+
+_compile_for_short_runs()
 
 # `locomotion train` and `locomotion info` give XLA one CPU device per core (locomotion/gpu.py);
 # the suite's two workers already fill both cores, so the `locomotion` processes tests start
@@ -67,6 +84,44 @@ def pytest_collection_modifyitems(items):
 def pytest_unconfigure(config):
     if _OWN_CACHE:  # the controller (its workers inherited the directory), or a run without xdist
         shutil.rmtree(_OWN_CACHE, ignore_errors=True)
+
+
+# ------------------------------------------------------------------ where the compile time goes
+# LOCOMOTION_COMPILE_REPORT=FILE appends one JSON line per test (setup and call together) to
+# FILE: the seconds this test process spent tracing, lowering and compiling XLA graphs, and
+# how many compilations the run's cache served (`locomotion` processes a test starts are not
+# counted). Off unless set; benchmarks/NOTES.md reads a whole run's report.
+_COMPILE_REPORT = os.environ.get("LOCOMOTION_COMPILE_REPORT")
+_compile_seconds: collections.Counter = collections.Counter()
+
+if _COMPILE_REPORT:
+    import jax.monitoring
+
+    _EVENTS = {
+        "/jax/core/compile/jaxpr_trace_duration": "trace_s",
+        "/jax/core/compile/jaxpr_to_mlir_module_duration": "lower_s",
+        "/jax/core/compile/backend_compile_duration": "compile_s",
+        "/jax/compilation_cache/compile_time_saved_sec": "cache_saved_s",
+    }
+
+    def _on_duration(event: str, seconds: float, **_) -> None:
+        name = _EVENTS.get(event)
+        if name:
+            _compile_seconds[name] += seconds
+            _compile_seconds["compiles_over_1s"] += name == "compile_s" and seconds > 1.0
+            _compile_seconds["cache_hits"] += name == "cache_saved_s"
+
+    jax.monitoring.register_event_duration_secs_listener(_on_duration)
+
+    @pytest.hookimpl(hookwrapper=True)
+    def pytest_runtest_protocol(item, nextitem):
+        _compile_seconds.clear()
+        yield
+        import json
+
+        row = {"test": item.nodeid, **{k: round(v, 2) for k, v in _compile_seconds.items() if v}}
+        with open(_COMPILE_REPORT, "a") as f:
+            f.write(json.dumps(row) + "\n")
 
 
 @pytest.hookimpl(trylast=True)

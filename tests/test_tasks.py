@@ -124,28 +124,30 @@ def test_invalid_config_values_are_rejected():
 
 @pytest.fixture(scope="module")
 def joystick():
+    """quadruped_joystick with 3 frames of history, its reset and step jitted once for the
+    tests below (each distinct graph costs about a minute of the suite to compile)."""
     from locomotion.tasks.quadruped_joystick import QuadrupedJoystickConfig
 
-    return registry.make("quadruped_joystick", QuadrupedJoystickConfig(randomize=False))
+    env = registry.make("quadruped_joystick", QuadrupedJoystickConfig(history=3))
+    return env, jax.jit(env.reset), jax.jit(env.step)
 
 
 def test_joystick_falls_terminate(joystick):
     """An upside-down robot is a termination (done=1) with the termination reward term."""
-    state = jax.jit(joystick.reset)(jax.random.PRNGKey(0))
+    _, reset, step = joystick
+    state = reset(jax.random.PRNGKey(0))
     data = state.pipeline_state
     flipped = data.replace(qpos=data.qpos.at[3:7].set(jp.array([0.0, 1.0, 0.0, 0.0])))
-    nstate = jax.jit(joystick.step)(state.replace(pipeline_state=flipped), jp.zeros(12))
+    nstate = step(state.replace(pipeline_state=flipped), jp.zeros(12))
     assert float(nstate.done) == 1.0
     assert float(nstate.metrics["reward/termination"]) == 1.0
 
 
-def test_joystick_history_holds_the_frames_the_policy_saw():
+def test_joystick_history_holds_the_frames_the_policy_saw(joystick):
     """With history 3 the actor's observation is the current frame then the two before it as
     the policy saw them (noise included, command left out); at reset the history is the clean
     first frame, and the layout names every entry once."""
-    from locomotion.tasks.quadruped_joystick import QuadrupedJoystickConfig
-
-    env = registry.make("quadruped_joystick", QuadrupedJoystickConfig(history=3))
+    env, reset, step = joystick
     layout = env.OBSERVATION_LAYOUT
     assert sum(n for _, n in layout) == env.observation_size["state"] == 45 + 2 * 42
     assert len({name for name, _ in layout}) == len(layout)
@@ -157,12 +159,11 @@ def test_joystick_history_holds_the_frames_the_policy_saw():
         "last_action@t-1",
     ]
     frame = lambda x: np.concatenate([x[:6], x[9:45]])  # noqa: E731
-    state = jax.jit(env.reset)(jax.random.PRNGKey(1))
+    state = reset(jax.random.PRNGKey(1))
     obs, clean = np.asarray(state.obs["state"]), np.asarray(state.obs["privileged_state"])
     np.testing.assert_allclose(obs[45:87], frame(clean), atol=1e-6)
     np.testing.assert_allclose(obs[87:], frame(clean), atol=1e-6)
     assert np.abs(obs[:45] - clean[:45]).max() > 0.01  # the current frame is noisy
-    step = jax.jit(env.step)
     seen = [obs]
     for t in range(4):
         action = jax.random.uniform(jax.random.PRNGKey(t), (12,), minval=-1.0, maxval=1.0)
