@@ -411,7 +411,10 @@ def test_goal_ghost_is_visible_from_the_video_camera():
 # ----------------------------------------------------------------------------- end to end
 @pytest.mark.slow
 def test_rotate_z_smoke_train_export_and_eval(tmp_path):
-    """`locomotion train hand_rotate_z --preset smoke`, then `locomotion eval` on its export."""
+    """`locomotion train hand_rotate_z --preset smoke`, then `locomotion eval` on its export.
+    The training's own final MJX evaluation and video are left out here: the pipeline runs
+    them the same way for every task, and the quadruped's smoke run tests them
+    (tests/test_multiprocess.py); the hand's metrics are checked below, natively and in MJX."""
 
     def cli(*args):
         result = subprocess.run(
@@ -424,21 +427,18 @@ def test_rotate_z_smoke_train_export_and_eval(tmp_path):
         return result.stdout
 
     run_dir = tmp_path / "run"
-    cli("train", "hand_rotate_z", "--preset", "smoke", "--run-dir", str(run_dir))
-    for name in ("policy/policy.onnx", "policy/policy.json", "learning_curve.png", "video.mp4"):
+    skip = ["--run.eval-envs", "0", "--run.video-seconds", "0"]
+    cli("train", "hand_rotate_z", "--preset", "smoke", *skip, "--run-dir", str(run_dir))
+    for name in ("policy/policy.onnx", "policy/policy.json", "learning_curve.png"):
         assert (run_dir / name).is_file(), name
+    assert not (run_dir / "eval.json").exists() and not (run_dir / "video.mp4").exists()
     meta = json.loads((run_dir / "policy" / "policy.json").read_text())
     assert meta["task"] == "hand_rotate_z" and meta["observation"]["size"] == 96
     assert meta["physics_substeps"] == 10 and meta["action"]["scale"] == 0.5
     layout = {e["name"]: e["noise_std"] for e in meta["observation"]["layout"]}
     assert layout["joint_pos@t-1"] == layout["joint_pos"] > 0 and layout["last_action"] == 0
-    # The final MJX evaluation (8 envs x 1 s, nominal): three iterations teach nothing, the
-    # cube stays on the palm.
-    evaluation = json.loads((run_dir / "eval.json").read_text())
-    assert evaluation["eval/drop_rate"] == 0.0 and "eval/fall_rate" not in evaluation
-    assert evaluation["eval/episode_length_mean"] == 20.0  # 1 s at 20 Hz
-    assert abs(evaluation["eval/cube/yaw_rate"]) < 0.5, evaluation  # [rad/s]
 
+    # Three iterations teach nothing: the cube stays on the palm, natively and in MJX.
     out = tmp_path / "eval.json"
     args = ["eval", str(run_dir / "policy"), "--episodes", "2", "--seconds", "1"]
     stdout = cli(*args, "--json", str(out), "--compare-mjx")
@@ -446,6 +446,7 @@ def test_rotate_z_smoke_train_export_and_eval(tmp_path):
     assert result["task"] == "hand_rotate_z" and result["episodes"] == 2
     assert result["drop_rate"] == 0.0 and result["episode_length_mean"] == 20.0
     assert "fall_rate" not in result and "lin_vel_error" not in result
+    assert abs(result["cube_yaw_rate"]) < 0.5, result  # [rad/s]
     # Native and MJX replays of the same policy from the same states agree.
     assert abs(result["cube_yaw_rate"] - result["mjx"]["cube_yaw_rate"]) < 0.05, result
     assert "drop rate" in stdout and "cube yaw rate [rad/s]" in stdout
