@@ -42,8 +42,8 @@ def _compile_for_short_runs() -> None:
     """LLVM at -O1 instead of XLA's default -O2 for the suite's processes (and the `locomotion`
     processes tests start, which inherit the variable). The suite compiles many large MJX
     graphs and runs each briefly; -O1 compiles quadruped_joystick's vmapped step 14-25 % faster
-    on 2 cores and runs it within the noise of -O2 (benchmarks/NOTES.md, "Where the suite's
-    time goes"). Only code generation changes, not what is computed, so the suite still tests
+    on 2 cores and runs it within the noise of -O2 (benchmarks/NOTES.md, "The suite at LLVM
+    -O1"). Only code generation changes, not what is computed, so the suite still tests
     the graphs users run; `locomotion` itself keeps XLA's default for long training runs.
     Set XLA_FLAGS yourself to test with other settings."""
     flags = os.environ.get("XLA_FLAGS", "")
@@ -90,7 +90,7 @@ def pytest_unconfigure(config):
 # LOCOMOTION_COMPILE_REPORT=FILE appends one JSON line per test (setup and call together) to
 # FILE: the seconds this test process spent tracing, lowering and compiling XLA graphs, and
 # how many compilations the run's cache served (`locomotion` processes a test starts are not
-# counted). Off unless set; benchmarks/NOTES.md reads a whole run's report.
+# counted). Off unless set; benchmarks/NOTES.md sums up one whole run's report.
 _COMPILE_REPORT = os.environ.get("LOCOMOTION_COMPILE_REPORT")
 _compile_seconds: collections.Counter = collections.Counter()
 
