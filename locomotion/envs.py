@@ -44,6 +44,14 @@ class Env(abc.ABC):
     Every subclass's `reset` and `step` return strongly typed states (wrapped here with
     `strong_types`): a compiled step then returns exactly the types it was given, so any
     wrapper around it (ours, brax's) compiles it once, not a second time after the first call.
+
+    They are also traced once per env (and argument shapes), however many compiled graphs
+    call them (`TrainingWrapper`'s reset and step, a training iteration, the evaluation,
+    `observation_size`): each is a `jax.jit` of the bound method, made on first use and kept
+    on the env, which XLA inlines into every graph that calls it, so what is compiled and
+    computed is the same. Tracing MJX is slow (hand_rotate_z's reset about 8 s on a CPU core);
+    the kept traces halve a training run's. Setting an attribute of the env (a new MJX model,
+    say) drops them: the next call traces the env as it is then.
     """
 
     episode_length: int
@@ -52,8 +60,12 @@ class Env(abc.ABC):
         super().__init_subclass__(**kwargs)
         for name in ("reset", "step"):
             method = cls.__dict__.get(name)
-            if method is not None and not getattr(method, "_strongly_typed", False):
-                setattr(cls, name, _strongly_typed(method))
+            if method is not None and not isinstance(method, _TracedOnce):
+                setattr(cls, name, _TracedOnce(_strongly_typed(method)))
+
+    def __setattr__(self, name: str, value: Any) -> None:
+        super().__setattr__(name, value)
+        self.__dict__.pop(_TRACES, None)
 
     @abc.abstractmethod
     def reset(self, key: jax.Array) -> State:
@@ -113,8 +125,29 @@ def _strongly_typed(method):
     def typed(self, *args, **kwargs):
         return strong_types(method(self, *args, **kwargs))
 
-    typed._strongly_typed = True
     return typed
+
+
+_TRACES = "_traces"  # an env's kept jitted methods: (id of the env, {function: jitted})
+
+
+class _TracedOnce:
+    """An env method (`reset`, `step`) that `Env` traces once per env: see `Env`."""
+
+    def __init__(self, fn):
+        self.fn = fn
+        functools.update_wrapper(self, fn)
+
+    def __get__(self, env, owner=None):
+        if env is None:
+            return self.fn
+        kept = env.__dict__.get(_TRACES)
+        if kept is None or kept[0] != id(env):  # none yet, or a copy's (copy.copy of an env)
+            kept = env.__dict__[_TRACES] = (id(env), {})
+        jitted = kept[1].get(self.fn)
+        if jitted is None:  # keyed by function: a subclass's method and its super()'s differ
+            jitted = kept[1][self.fn] = jax.jit(self.fn.__get__(env))
+        return jitted
 
 
 # Per-step count of envs restarted because their physics or observation went non-finite; PPO

@@ -80,7 +80,10 @@ class MjxEnv(Env):
         no-op for the jax implementation)."""
         if num_envs < 1:
             raise ValueError(f"num_envs must be >= 1, not {num_envs}")
-        self.num_worlds = int(num_envs)
+        if self.impl == "warp":
+            self.num_worlds = int(num_envs)  # drops the kept traces (`Env`): a new graph
+        else:  # jax's graphs do not read it: keep the traces
+            self.__dict__["num_worlds"] = int(num_envs)
 
     def make_data(self) -> mjx.Data:
         """Fresh `mjx.Data` of this model and implementation (warp: buffers for

@@ -142,3 +142,45 @@ def test_an_unknown_or_missing_physics_implementation_is_a_clear_error(monkeypat
     monkeypatch.setitem(sys.modules, "warp", None)  # as if warp-lang were not installed
     with pytest.raises(ImportError, match=r"pip install -e '\.\[warp\]'"):
         QuadrupedJoystick(QuadrupedJoystickConfig(impl="warp"))
+
+
+class CountedDice(Dice):
+    """Dice whose reset counts its traces (a Python side effect runs once per trace) and
+    adds `offset`, an attribute of the env, to its number."""
+
+    offset = 0.0
+
+    def __init__(self):
+        self.traces = []
+
+    def reset(self, key):
+        self.traces.append(1)
+        state = super().reset(key)
+        return state.replace(info={"number": state.info["number"] + self.offset})
+
+
+def test_reset_is_traced_once_per_env_however_many_graphs_call_it():
+    """`observation_size`, a batched reset at two sizes and the training wrapper's reset and
+    step (which draws reserve states) reuse one trace of the env's reset; setting an attribute
+    of the env drops it (the next graph sees the new value); a copy traces its own."""
+    import copy
+
+    env = CountedDice()
+    key = jax.random.PRNGKey(0)
+    assert env.observation_size == {"state": 2, "privileged_state": 2}
+    jax.jit(jax.vmap(env.reset))(jax.random.split(key, 3))
+    jax.vmap(env.reset)(jax.random.split(key, 5))
+    wrapped = TrainingWrapper(env, 4)
+    state = jax.jit(wrapped.reset)(key)
+    jax.jit(wrapped.step)(state, jp.ones((4, 1)))  # every env falls: a reserve is drawn
+    assert len(env.traces) == 1
+
+    before = float(env.reset(key).info["number"])
+    env.offset = 10.0
+    assert float(env.reset(key).info["number"]) == pytest.approx(before + 10.0)
+    assert len(env.traces) == 2
+
+    other = copy.copy(env)
+    other.__dict__["offset"] = 100.0  # not through setattr: only a copy's own traces see it
+    assert float(other.reset(key).info["number"]) == pytest.approx(before + 100.0)
+    assert float(env.reset(key).info["number"]) == pytest.approx(before + 10.0)
