@@ -269,7 +269,8 @@ SHARDED = textwrap.dedent("""
 def run_on_two_devices(script: str, timeout: int = 600) -> str:
     """Runs `script` in a fresh Python with 2 forced CPU devices (tests/ on sys.argv[1]);
     returns its last line of output."""
-    env = dict(os.environ, XLA_FLAGS="--xla_force_host_platform_device_count=2")
+    flags = f"{os.environ.get('XLA_FLAGS', '')} --xla_force_host_platform_device_count=2"
+    env = dict(os.environ, XLA_FLAGS=flags.strip())  # the suite's flags (tests/conftest.py)
     result = subprocess.run(
         [sys.executable, "-c", script, os.path.dirname(__file__)],
         env=env,
