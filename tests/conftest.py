@@ -113,13 +113,41 @@ if _COMPILE_REPORT:
 
     jax.monitoring.register_event_duration_secs_listener(_on_duration)
 
+    import logging
+    import re
+
+    _graphs: list = []  # [what, graph name, seconds] of this test's traces and compiles > 1 s
+    _GRAPH_LINES = {
+        "trace": re.compile(r"Finished tracing \+ transforming (\S+) for pjit in ([\d.]+) sec"),
+        "compile": re.compile(r"Finished XLA compilation of (\S+) in ([\d.]+) sec"),
+        "cache hit": re.compile(r"Persistent compilation cache hit for '([^']+)'()"),
+    }
+
+    class _GraphLog(logging.Handler):
+        """JAX logs each trace and compile with the graph's name (at DEBUG unless
+        jax_log_compiles): which graphs a test builds, and which the run's cache served."""
+
+        def emit(self, record: logging.LogRecord) -> None:
+            message = record.getMessage()
+            for what, pattern in _GRAPH_LINES.items():
+                m = pattern.search(message)
+                if m and (what == "cache hit" or float(m.group(2)) > 1.0):
+                    _graphs.append([what, m.group(1), round(float(m.group(2) or 0), 1)])
+
+    for _name in ("jax._src.dispatch", "jax._src.interpreters.pxla", "jax._src.compiler"):
+        _logger = logging.getLogger(_name)
+        _logger.setLevel(logging.DEBUG)
+        _logger.addHandler(_GraphLog(logging.DEBUG))
+
     @pytest.hookimpl(hookwrapper=True)
     def pytest_runtest_protocol(item, nextitem):
         _compile_seconds.clear()
+        _graphs.clear()
         yield
         import json
 
         row = {"test": item.nodeid, **{k: round(v, 2) for k, v in _compile_seconds.items() if v}}
+        row["graphs"] = list(_graphs)
         with open(_COMPILE_REPORT, "a") as f:
             f.write(json.dumps(row) + "\n")
 
