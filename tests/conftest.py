@@ -90,7 +90,10 @@ def pytest_unconfigure(config):
 # LOCOMOTION_COMPILE_REPORT=FILE appends one JSON line per test (setup and call together) to
 # FILE: the seconds this test process spent tracing, lowering and compiling XLA graphs, and
 # how many compilations the run's cache served (`locomotion` processes a test starts are not
-# counted). Off unless set; benchmarks/NOTES.md sums up one whole run's report.
+# counted), and `graphs`: the name and seconds of each trace and compile over a second, and
+# each cache hit. A jitted function traced inside another (an env's kept reset and step,
+# locomotion/envs.py) counts in both traces' seconds. Off unless set; benchmarks/NOTES.md sums
+# up one whole run's report.
 _COMPILE_REPORT = os.environ.get("LOCOMOTION_COMPILE_REPORT")
 _compile_seconds: collections.Counter = collections.Counter()
 
