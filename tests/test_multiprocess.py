@@ -45,8 +45,8 @@ OUTSIDE = (
 
 def environment(**extra: str) -> dict[str, str]:
     env = {k: v for k, v in os.environ.items() if k not in OUTSIDE}
-    # Of XLA_FLAGS, only the suite's LLVM level (tests/conftest.py): compiles as fast as the
-    # rest of the suite's, and changes no computed bit.
+    # Of XLA_FLAGS, only the suite's LLVM level (tests/conftest.py), so these processes compile
+    # as fast as the rest of the suite; every process a comparison runs gets the same flags.
     level = [f for f in os.environ.get("XLA_FLAGS", "").split() if "optimization_level" in f]
     if level:
         env["XLA_FLAGS"] = " ".join(level)
