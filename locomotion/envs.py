@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import abc
 import functools
+from collections.abc import Callable
 from typing import Any
 
 import jax
@@ -142,13 +143,21 @@ class _TracedOnce:
     def __get__(self, env, owner=None):
         if env is None:
             return self.fn
-        kept = env.__dict__.get(_TRACES)
-        if kept is None or kept[0] != id(env):  # none yet, or a copy's (copy.copy of an env)
-            kept = env.__dict__[_TRACES] = (id(env), {})
-        jitted = kept[1].get(self.fn)
-        if jitted is None:  # keyed by function: a subclass's method and its super()'s differ
-            jitted = kept[1][self.fn] = jax.jit(self.fn.__get__(env))
-        return jitted
+        # Keyed by function: a subclass's method and its super()'s differ.
+        return kept(env, self.fn, lambda: jax.jit(self.fn.__get__(env)))
+
+
+def kept(env: Env, key: Any, make: Callable[[], Any]) -> Any:
+    """`make()`, made once per env and `key` and kept with the env's kept traces (dropped with
+    them when an attribute of the env is set): compiled functions of one env that several
+    callers share, such as the native replay's task code (locomotion/replay.py), so that a
+    second evaluation of the same env traces and compiles nothing again."""
+    traces = env.__dict__.get(_TRACES)
+    if traces is None or traces[0] != id(env):  # none yet, or a copy's (copy.copy of an env)
+        traces = env.__dict__[_TRACES] = (id(env), {})
+    if key not in traces[1]:
+        traces[1][key] = make()
+    return traces[1][key]
 
 
 # Per-step count of envs restarted because their physics or observation went non-finite; PPO

@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import copy
 import dataclasses
+import functools
 from collections.abc import Callable
 
 import jax
@@ -27,6 +28,7 @@ import numpy as np
 from mujoco import mjx
 
 from locomotion import registry
+from locomotion.envs import State, kept
 from locomotion.evaluation import nominal_config
 from locomotion.policy import Policy
 
@@ -87,10 +89,18 @@ def training_conditions_config(policy: Policy, **changes):
 
 
 def eval_env(policy: Policy, command: tuple[float, float, float] | None = None, config=None):
-    """The policy's task built with `config` (default: `eval_config(policy, command)`)."""
+    """The policy's task built with `config` (default: `eval_config(policy, command)`). The
+    last few built are kept (by task and config): evaluations of one task's settings in one
+    process, of another policy (a baseline) or with other native perturbations (a sweep),
+    reuse one env and so its traced and compiled task code (`NativeRunner`)."""
     if config is None:
         config = eval_config(policy, command)
-    return registry.entry(policy.task).env_class(config)
+    return _built_env(policy.task, config)
+
+
+@functools.lru_cache(maxsize=8)
+def _built_env(task: str, config):
+    return registry.entry(task).env_class(config)
 
 
 @dataclasses.dataclass(frozen=True, kw_only=True)
@@ -132,12 +142,7 @@ class NativeRunner:
     conversion.
     """
 
-    def __init__(
-        self,
-        env,
-        perturb: NativePerturbation = NativePerturbation(),
-        like: NativeRunner | None = None,
-    ):
+    def __init__(self, env, perturb: NativePerturbation = NativePerturbation()):
         if getattr(env, "impl", "jax") != "jax":
             raise ValueError(
                 f"native replay runs the task code on MJX's jax implementation, not "
@@ -148,17 +153,11 @@ class NativeRunner:
         self.model = copy.copy(env.mj_model)  # this episode's physics
         self.data = mujoco.MjData(self.model)
         self.perturb = perturb
-        if like is not None:  # share the compiled task code (a batch's lanes)
-            self._reset, self._before, self._after = like._reset, like._before, like._after
-            self._observe, self._randomized = like._observe, like._randomized
-        else:
-            self._reset = jax.jit(env.reset)
-            self._before = jax.jit(env.before_physics)
-            self._after = jax.jit(env.after_physics)
-            self._observe = jax.jit(env.observation)
-            self._randomized = (
-                jax.jit(env.randomized_model) if hasattr(env, "randomized_model") else None
-            )
+        # The task code, jitted once per env (`kept`): every runner of this env shares it.
+        self._reset = env.reset  # jitted by `Env`
+        self._before, self._after, self._observe, self._randomized = kept(
+            env, "native replay", lambda: _task_code(env, jax.jit)
+        )
         self._delay = _Delay(perturb.latency_steps)
         self._template: mjx.Data | None = None
 
@@ -293,18 +292,15 @@ class NativeBatch:
 
     def __init__(self, env, size: int, perturb: NativePerturbation = NativePerturbation()):
         self.env = env
-        first = NativeRunner(env, perturb)
-        self.lanes = [first] + [NativeRunner(env, perturb, like=first) for _ in range(size - 1)]
-        self._reset = jax.jit(jax.vmap(env.reset))
-        self._before = jax.jit(jax.vmap(env.before_physics))
-        self._after = jax.jit(jax.vmap(env.after_physics))
-        self._observe = jax.jit(jax.vmap(env.observation))
+        self.lanes = [NativeRunner(env, perturb) for _ in range(size)]
+        self._before, self._after, self._observe, _ = kept(
+            env, ("native replay", size), lambda: _task_code(env, _batched)
+        )
         self._delay = _Delay(perturb.latency_steps)
         self._template: mjx.Data | None = None
 
     def reset(self, keys: jax.Array):
-        states = self._reset(keys)
-        lane_states = _unstack(states, len(self.lanes))
+        states, lane_states = _reset_lanes(self.env, keys)
         lane_keys = list(jax.device_get(keys))
         datas = [
             lane.start_episode(s, k)
@@ -350,6 +346,30 @@ _NATIVE_FIELDS = (
 _MATRIX_FIELDS = ("xmat", "ximat", "geom_xmat", "site_xmat", "cam_xmat")
 
 
+def _task_code(env, jit: Callable) -> tuple:
+    """The task code native replay calls around C MuJoCo, through `jit`: before_physics,
+    after_physics, observation, randomized_model (None for a task without one)."""
+    randomized = getattr(env, "randomized_model", None)
+    return (
+        jit(env.before_physics),
+        jit(env.after_physics),
+        jit(env.observation),
+        None if randomized is None else jit(randomized),
+    )
+
+
+def _reset_lanes(env, keys: jax.Array) -> tuple[State, list[State]]:
+    """The batch of initial states of `keys` and each lane's (as numpy arrays), reset one key
+    at a time: the states `NativeRunner.reset` starts from, and a reset graph of one env,
+    compiled once for every evaluation of this env whatever its batch size."""
+    lanes = [jax.device_get(env.reset(k)) for k in keys]
+    return jax.tree.map(lambda *x: jp.asarray(np.stack(x)), *lanes), lanes
+
+
+def _batched(fn: Callable) -> Callable:
+    return jax.jit(jax.vmap(fn))
+
+
 def _with_fields(template: mjx.Data, public: dict, impl: dict) -> mjx.Data:
     """`template` with these fields replaced, cast to the template's dtypes (float32)."""
 
@@ -359,12 +379,6 @@ def _with_fields(template: mjx.Data, public: dict, impl: dict) -> mjx.Data:
     return template.replace(
         **cast(template, public), _impl=template._impl.replace(**cast(template._impl, impl))
     )
-
-
-def _unstack(tree, size: int) -> list:
-    """Lane i of a batched pytree (as numpy arrays), for i < size."""
-    tree = jax.device_get(tree)
-    return [jax.tree.map(lambda x, i=i: x[i], tree) for i in range(size)]
 
 
 class _Delay:
@@ -489,8 +503,8 @@ def evaluate_mjx(
     env = eval_env(policy, command, config)
     num_steps = int(round(seconds / env.dt))
     keys = jax.random.split(jax.random.PRNGKey(seed), episodes)
-    state = jax.jit(jax.vmap(env.reset))(keys)
-    step = jax.jit(jax.vmap(env.step))
+    state, _ = _reset_lanes(env, keys)
+    step = kept(env, ("mjx evaluation", episodes), lambda: _batched(env.step))
     alive = np.ones(episodes)
     returns, lengths, sums = np.zeros(episodes), np.zeros(episodes), {}
     for _ in range(num_steps):

@@ -78,8 +78,8 @@ def test_onnx_matches_jax_policy(tmp_path, policy):
 def test_native_and_mjx_observations_agree_on_the_same_state():
     policy = load(SHIPPED)
     env = eval_env(policy)
-    state = jax.jit(env.reset)(jax.random.PRNGKey(3))
-    step = jax.jit(env.step)
+    state = env.reset(jax.random.PRNGKey(3))
+    step = env.step  # jitted by `Env`, as env.reset
     for i in range(20):
         state = step(state, 0.5 * jp.sin(jp.arange(12.0) + i))
     # The same state as a native MjData, back into the task's observation code the way

@@ -49,7 +49,7 @@ def _eval_env(name: str):
         entry = registry.entry(name)
         env = entry.env_class(entry.eval_env_config(entry.env_config))
         assert not env.config.randomize and env.config.obs_noise == 0.0
-        _EVAL_ENVS[name] = (env, jax.jit(env.reset), jax.jit(env.step))
+        _EVAL_ENVS[name] = (env, env.reset, env.step)  # jitted by `Env`
     return _EVAL_ENVS[name]
 
 

@@ -7,14 +7,26 @@ import jax
 import numpy as np
 import pytest
 
-from locomotion.replay import NativePerturbation, NativeRunner
-from locomotion.tasks.quadruped_joystick import QuadrupedJoystick, QuadrupedJoystickConfig
+from locomotion.policy import load
+from locomotion.replay import NativePerturbation, NativeRunner, eval_config, eval_env
 
 
 @pytest.fixture(scope="module")
-def runner():
-    config = QuadrupedJoystickConfig(push_seconds=100.0)  # randomized physics, no push in 2 s
-    return NativeRunner(QuadrupedJoystick(config))
+def pushed():
+    """The shipped joystick policy and its task with the training's randomized physics, strong
+    observation noise and strong pushes every second (the first at step 50). One config for
+    every test here: `eval_env` keeps the env it builds, so its task code compiles once."""
+    policy = load("quadruped_joystick")
+    config = dataclasses.replace(
+        eval_config(policy), randomize=True, obs_noise=1.0, push_seconds=1.0, push_velocity=1.2
+    )
+    return policy, config
+
+
+@pytest.fixture(scope="module")
+def runner(pushed):
+    policy, config = pushed
+    return NativeRunner(eval_env(policy, config=config))
 
 
 def test_randomization_changes_the_native_model_per_episode_and_is_seeded(runner):
@@ -115,16 +127,12 @@ def test_native_data_matches_the_full_conversion_on_what_tasks_read(runner):
         np.testing.assert_allclose(x, y, rtol=1e-5, atol=1e-5)
 
 
-def test_batched_native_evaluation_is_the_same_episodes_one_at_a_time():
+def test_batched_native_evaluation_is_the_same_episodes_one_at_a_time(pushed):
     """`evaluate_native` steps episodes together (one call of the task code for all); with
     `on_frame` it runs them one by one: the same returns, lengths, falls and metrics."""
-    from locomotion.policy import load
-    from locomotion.replay import eval_config, evaluate_native
+    from locomotion.replay import evaluate_native
 
-    policy = load("quadruped_joystick")
-    config = dataclasses.replace(
-        eval_config(policy), randomize=True, obs_noise=1.0, push_seconds=1.0, push_velocity=1.2
-    )
+    policy, config = pushed
     perturb = NativePerturbation(latency_steps=1, gain_error=0.1)
     common = dict(episodes=5, seconds=3.0, seed=3, config=config, perturb=perturb)
     frames = []
@@ -144,7 +152,6 @@ def test_shipped_quadruped_policies_meet_the_robustness_bar(name):
     (`python benchmarks/robustness.py`'s "pushes" row, same seed): at most 2 % fall. Before the
     quadruped's solver ran 5 Newton iterations, 4-6 % fell, every fall on a foot friction below
     0.62 (README, "Robustness of the shipped quadruped policies")."""
-    from locomotion.policy import load
     from locomotion.replay import evaluate_native, training_conditions_config
 
     policy = load(name)
