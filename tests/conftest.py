@@ -81,6 +81,32 @@ def pytest_collection_modifyitems(items):
     items.sort(key=rank)  # stable: within a file, and among the rest, the order is kept
 
 
+@pytest.fixture
+def short_quadruped_episodes():
+    """A function of `impl`: quadruped_joystick with 0.2 s episodes (10 control steps) and no
+    zero commands in the training wrapper, 8 envs, and its reset and step jitted apart.
+    tests/test_envs.py tests the time limit with it, tests/test_warp.py runs it as warp's jax
+    reference: the run's compilation cache compiles the two graphs once for both files
+    (about two minutes of the suite)."""
+
+    def make(impl: str = "jax"):
+        import dataclasses
+
+        import jax
+
+        from locomotion import registry
+        from locomotion.envs import TrainingWrapper
+
+        entry = registry.entry("quadruped_joystick")
+        config = dataclasses.replace(
+            entry.env_config, impl=impl, episode_seconds=0.2, zero_command_prob=0.0
+        )
+        wrapper = TrainingWrapper(entry.env_class(config), 8)
+        return wrapper, jax.jit(wrapper.reset), jax.jit(wrapper.step)
+
+    return make
+
+
 def pytest_unconfigure(config):
     if _OWN_CACHE:  # the controller (its workers inherited the directory), or a run without xdist
         shutil.rmtree(_OWN_CACHE, ignore_errors=True)

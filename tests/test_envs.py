@@ -7,7 +7,6 @@ import jax.numpy as jp
 import numpy as np
 import pytest
 
-from locomotion import registry
 from locomotion.envs import NONFINITE_RESETS, Env, State, TrainingWrapper
 
 
@@ -95,31 +94,32 @@ def test_the_reserve_is_drawn_anew_only_when_an_env_has_none_left():
     np.testing.assert_array_equal(a.obs["state"], b.obs["state"])
 
 
-def test_quadruped_time_limit_and_fresh_episodes():
-    """The real task with a 0.1 s time limit, standing still: every ending is a truncation
-    (not a termination) after 5 control steps, the step counter restarts, and every new
+def test_quadruped_time_limit_and_fresh_episodes(short_quadruped_episodes):
+    """The real task with a 0.2 s time limit, standing still: every ending is a truncation
+    (not a termination) after 10 control steps, the step counter restarts, and every new
     episode has a command and randomized physics of its own."""
-    from locomotion.tasks.quadruped_joystick import QuadrupedJoystickConfig
-
-    config = QuadrupedJoystickConfig(episode_seconds=0.1, zero_command_prob=0.0)
-    env = registry.make("quadruped_joystick", config)
-    assert env.episode_length == 5
-    num_envs = 3
-    wrapper = TrainingWrapper(env, num_envs)
-    actions = np.zeros((15, num_envs, env.action_size))
+    wrapper, reset, step = short_quadruped_episodes()
+    env, num_envs = wrapper.env, wrapper.num_envs
+    assert env.episode_length == 10
+    actions = np.zeros((25, num_envs, env.action_size), np.float32)
     actions[7, 2, 0] = np.nan  # env 2's physics goes non-finite on step 7 (tests/test_faults.py)
-    first, traj = run(wrapper, actions)
+    first = state = reset(jax.random.PRNGKey(0))
+    states = []
+    for action in actions:
+        state = step(state, jp.asarray(action))
+        states.append(jax.device_get(state))
+    traj = jax.tree.map(lambda *x: np.stack(x), *states)
     done = np.asarray(traj.done)
-    np.testing.assert_array_equal(np.nonzero(done[:, 0])[0], [4, 9, 14])
+    np.testing.assert_array_equal(np.nonzero(done[:, 0])[0], [9, 19])
     np.testing.assert_array_equal(done[:, 0], done[:, 1])
     np.testing.assert_array_equal(np.asarray(traj.info["truncation"]), done)
     # The broken env restarts on that step, counted, and runs full episodes from there.
-    np.testing.assert_array_equal(np.nonzero(done[:, 2])[0], [4, 7, 12])
+    np.testing.assert_array_equal(np.nonzero(done[:, 2])[0], [7, 17])
     broken = np.asarray(traj.metrics[NONFINITE_RESETS])
     assert broken[7, 2] == 1 and broken.sum() == 1
     assert all(np.isfinite(np.asarray(x)).all() for x in jax.tree.leaves(traj))
     assert np.asarray(traj.info["termination"]).sum() == 0  # never fell
-    np.testing.assert_array_equal(np.asarray(traj.info["steps"])[[3, 4, 5], 0], [4, 0, 1])
+    np.testing.assert_array_equal(np.asarray(traj.info["steps"])[[8, 9, 10], 0], [9, 0, 1])
     params = jax.tree.map(np.asarray, traj.info["params"])
     commands = np.asarray(traj.info["command"])
     seen = [np.asarray(first.info["command"])]
@@ -129,7 +129,7 @@ def test_quadruped_time_limit_and_fresh_episodes():
             before = value[t - 1, b] if t > 0 else np.asarray(first.info["params"][name][b])
             assert not np.allclose(value[t, b], before), name
     seen = np.concatenate(seen)
-    assert len(np.unique(seen, axis=0)) == len(seen)
+    assert len(seen) == num_envs + done.sum() and len(np.unique(seen, axis=0)) == len(seen)
 
 
 def test_an_unknown_or_missing_physics_implementation_is_a_clear_error(monkeypatch):

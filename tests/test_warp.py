@@ -35,7 +35,9 @@ def make(task: str, impl: str, **changes):
 @pytest.mark.parametrize(
     "task, against_jax", [("quadruped_joystick", True), ("hand_rotate_z", False)]
 )
-def test_warp_task_resets_where_jax_does_and_restarts_episodes(task, against_jax):
+def test_warp_task_resets_where_jax_does_and_restarts_episodes(
+    task, against_jax, short_quadruped_episodes
+):
     """Short episodes (0.2 s) so that several end inside the rollout: the rollout stays
     finite, every env restarts from its fresh reserve state, and the batch's contact buffers
     keep their shared size. For the quadruped, against the jax implementation (same keys,
@@ -43,10 +45,13 @@ def test_warp_task_resets_where_jax_does_and_restarts_episodes(task, against_jax
     (the hand leaves out that comparison to save the suite a minute of compiling)."""
     rollouts = {}
     for impl in ("jax", "warp") if against_jax else ("warp",):
-        env = make(task, impl, episode_seconds=0.2)
-        wrapped = TrainingWrapper(env, NUM_ENVS)
-        state = jax.jit(wrapped.reset)(jax.random.PRNGKey(0))
-        step = jax.jit(wrapped.step)
+        if task == "quadruped_joystick":  # the wrapper tests/test_envs.py compiles for jax
+            wrapped, reset, step = short_quadruped_episodes(impl)
+        else:
+            wrapped = TrainingWrapper(make(task, impl, episode_seconds=0.2), NUM_ENVS)
+            reset, step = jax.jit(wrapped.reset), jax.jit(wrapped.step)
+        env = wrapped.env
+        state = reset(jax.random.PRNGKey(0))
         obs, done = [np.asarray(state.obs["state"])], []
         for i in range(int(round(0.5 / env.dt))):
             action = 0.3 * jax.random.uniform(
