@@ -1,5 +1,6 @@
 """Our tasks inside brax: brax's own training wrappers and PPO train them unchanged, and the
-task's step is compiled once (strongly typed outputs: no second compilation)."""
+task's step is compiled once (strongly typed outputs, which tests/test_tasks.py checks for
+every task: no second compilation)."""
 
 from __future__ import annotations
 
@@ -71,24 +72,6 @@ def test_brax_ppo_trains_our_task_compiling_its_step_once(task, num_envs, unroll
     assert seen[-1] == seen[1], f"the task was traced again after the first epoch: {seen}"
     leaves = jax.tree.leaves(params)
     assert leaves and all(np.all(np.isfinite(np.asarray(x))) for x in leaves)
-
-
-def test_every_task_returns_strongly_typed_states():
-    """A weakly typed output (a Python float folded into a metric) makes brax's jitted step
-    compile a second time after its first call: every task's reset and step are strong."""
-    for name in registry.names():
-        env = registry.make(name)
-        key = jax.ShapeDtypeStruct((2,), np.uint32)
-        state = jax.eval_shape(env.reset, key)
-        action = jax.ShapeDtypeStruct((env.action_size,), np.float32)
-        after = jax.eval_shape(env.step, state, action)
-        for what, tree in (("reset", state), ("step", after)):
-            weak = [
-                jax.tree_util.keystr(path)
-                for path, leaf in jax.tree_util.tree_leaves_with_path(tree)
-                if leaf.weak_type
-            ]
-            assert not weak, f"{name}.{what} returns weakly typed {weak}"
 
 
 def test_brax_training_wrappers_compile_our_step_once():

@@ -1,5 +1,5 @@
-"""Every registered task: the env API, 1000 randomized steps, finite observations of the
-declared size; and the quadruped's task logic."""
+"""Every registered task: the env API, strongly typed states, 1000 randomized steps, finite
+observations of the declared size; and the quadruped's task logic."""
 
 import jax
 import jax.numpy as jp
@@ -37,6 +37,7 @@ def test_task_runs_1000_randomized_steps(name):
     env = registry.make(name)
     sizes = env.observation_size
     assert set(sizes) == {"state", "privileged_state"}
+    assert_strongly_typed(name, env)
     num_envs = 4
     if name in VARIANTS:
         return check_variant(env, num_envs)
@@ -66,6 +67,26 @@ def test_task_runs_1000_randomized_steps(name):
     # 1000 steps reach every task's time limit: every env ended (and auto-reset) at least once.
     assert bool((done.sum(axis=0) >= 1).all())
     assert bool((truncation <= done).all())  # a truncation is always an episode end
+
+
+def assert_strongly_typed(name: str, env):
+    """The task's own reset and step (outside any wrapper) return strongly typed states: a
+    weakly typed output (a Python float folded into a metric) makes a wrapper's jitted step
+    (brax's, tests/test_brax.py) compile a second time after its first call. Abstract
+    evaluation shares the env's kept traces with the run below (locomotion/envs.py): the
+    reset's always, the step's where it is called on the reset's state as is (the
+    variants')."""
+    key = jax.ShapeDtypeStruct((2,), np.uint32)
+    state = jax.eval_shape(env.reset, key)
+    action = jax.ShapeDtypeStruct((env.action_size,), np.float32)
+    after = jax.eval_shape(env.step, state, action)
+    for what, tree in (("reset", state), ("step", after)):
+        weak = [
+            jax.tree_util.keystr(path)
+            for path, leaf in jax.tree_util.tree_leaves_with_path(tree)
+            if leaf.weak_type
+        ]
+        assert not weak, f"{name}.{what} returns weakly typed {weak}"
 
 
 def check_variant(env, num_envs: int):
@@ -129,7 +150,7 @@ def joystick():
     from locomotion.tasks.quadruped_joystick import QuadrupedJoystickConfig
 
     env = registry.make("quadruped_joystick", QuadrupedJoystickConfig(history=3))
-    return env, jax.jit(env.reset), jax.jit(env.step)
+    return env, env.reset, env.step  # jitted by `Env`
 
 
 def test_joystick_falls_terminate(joystick):
