@@ -102,17 +102,19 @@ def shard_env_state(env_state: State, mesh: Mesh) -> State:
 def init(env: TrainingWrapper, cfg: PPOConfig, key: jax.Array, mesh: Mesh) -> TrainState:
     """Fresh parameters, optimizer, normalizers and a reset environment batch."""
     nets = make_networks(env.action_size, cfg)
-    sizes = env.observation_size
     key_actor, key_critic, key_env, key = jax.random.split(key, 4)
-    params = {
-        "actor": nets.actor.init(key_actor, jp.zeros((1, sizes[ACTOR_OBS]))),
-        "critic": nets.critic.init(key_critic, jp.zeros((1, sizes[CRITIC_OBS]))),
-    }
     # Reset under jit straight into the batch sharding: each process computes only the
     # environments of its own devices (the per-env keys are split from one key inside).
     env_state = jax.jit(env.reset, out_shardings=NamedSharding(mesh, PartitionSpec("batch")))(
         distributed.put(key_env, NamedSharding(mesh, PartitionSpec()))
     )
+    # The sizes from the reset state, not `env.observation_size`: that traces the task's
+    # reset outside the mesh, a trace the reset above (inside it) cannot reuse.
+    sizes = {name: obs.shape[-1] for name, obs in env_state.obs.items()}
+    params = {
+        "actor": nets.actor.init(key_actor, jp.zeros((1, sizes[ACTOR_OBS]))),
+        "critic": nets.critic.init(key_critic, jp.zeros((1, sizes[CRITIC_OBS]))),
+    }
     replicated = NamedSharding(mesh, PartitionSpec())
     state = TrainState(
         params=params,
