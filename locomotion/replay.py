@@ -287,8 +287,9 @@ class NativeRunner:
 class NativeBatch:
     """Several native episodes stepped together: one MjModel and MjData per lane (each with
     its episode's physics), the task code vmapped over the lanes, so that one call of the
-    compiled task code serves every lane. Lane i of `reset(keys)` is the episode that
-    `NativeRunner.reset(keys[i])` starts."""
+    compiled task code serves every lane at each step. Lane i of `reset(keys)` is the episode
+    that `NativeRunner.reset(keys[i])` starts: the resets (once per episode) run lane by lane
+    through the env's own reset, the same compiled graph at any batch size."""
 
     def __init__(self, env, size: int, perturb: NativePerturbation = NativePerturbation()):
         self.env = env
