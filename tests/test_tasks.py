@@ -37,6 +37,11 @@ def test_task_runs_1000_randomized_steps(name):
     env = registry.make(name)
     sizes = env.observation_size
     assert set(sizes) == {"state", "privileged_state"}
+    # A declared layout adds up to the actor's observation (`policy.load` reads the size
+    # from it without tracing the task).
+    layout = getattr(env, "OBSERVATION_LAYOUT", None)
+    assert layout is None or sum(n for _, n in layout) == sizes["state"]
+    assert name == "pendulum_swingup" or layout is not None
     assert_strongly_typed(name, env)
     num_envs = 4
     if name in VARIANTS:
