@@ -107,6 +107,15 @@ class Env(abc.ABC):
         return fresh
 
 
+def actor_observation_size(env) -> int:
+    """Size of the actor's observation ("state"): the sum of the task's declared
+    `OBSERVATION_LAYOUT` (tests/test_tasks.py checks it against what the reset returns), so
+    that loading or exporting a policy traces nothing; traced from the reset for a task that
+    declares no layout."""
+    layout = getattr(env, "OBSERVATION_LAYOUT", None)
+    return sum(n for _, n in layout) if layout else env.observation_size["state"]
+
+
 def select(pred: jax.Array, new, old):
     """`new` where `pred`, else `old`, leaf by leaf; an `mjx.Data` through its own `where`,
     which keeps the warp implementation's shared buffers (contacts and constraint rows of the

@@ -14,6 +14,7 @@ from onnx import TensorProto, helper, numpy_helper
 
 from locomotion import checkpoint, registry
 from locomotion import config as config_io
+from locomotion.envs import actor_observation_size
 
 FORMAT = "locomotion-policy/2"
 """/2 describes every observation entry, the action pipeline and the actuators, and ships the
@@ -279,7 +280,7 @@ def refresh_description(folder: str | Path) -> Path:
 
 def describe_env(env) -> dict:
     """Robot ids and hash, observation layout, action scaling, timing of an MJX task."""
-    out = {"control_dt": env.dt, "observation": {"size": env.observation_size["state"]}}
+    out = {"control_dt": env.dt, "observation": {"size": actor_observation_size(env)}}
     robot = getattr(env, "robot", None)
     if robot is not None:
         import mujoco

@@ -13,6 +13,7 @@ import numpy as np
 
 from locomotion import config as config_io
 from locomotion import registry
+from locomotion.envs import actor_observation_size
 
 SHIPPED_DIR = Path(str(importlib.resources.files("locomotion.policies")))
 
@@ -110,10 +111,7 @@ def load(name_or_dir: str | Path, task: str | None = None) -> Policy:
     except Exception as err:  # onnxruntime raises its own exception types
         first = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
         raise PolicyError(f"{onnx_path} is not a loadable ONNX model ({first})") from None
-    # A task that names its observation entries declares their sizes (tests/test_tasks.py
-    # checks they add up to what its reset returns); only others are traced to find out.
-    layout = getattr(env, "OBSERVATION_LAYOUT", None)
-    obs_size = sum(n for _, n in layout) if layout else env.observation_size["state"]
+    obs_size = actor_observation_size(env)
     in_shape = session.get_inputs()[0].shape
     if meta["observation"]["size"] != obs_size or in_shape[-1] != obs_size:
         raise PolicyError(
