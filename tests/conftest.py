@@ -89,8 +89,8 @@ def short_quadruped_episodes():
     """A function of `impl`: quadruped_joystick with 0.2 s episodes (10 control steps) and no
     zero commands in the training wrapper, 8 envs, and its reset and step jitted apart.
     tests/test_envs.py tests the time limit with it, tests/test_warp.py runs it as warp's jax
-    reference: the run's compilation cache compiles the two graphs once for both files
-    (about two minutes of the suite)."""
+    reference: the run's compilation cache compiles the two graphs once for both files (in
+    CI, 96 s of compile the warp test loads instead)."""
 
     def make(impl: str = "jax"):
         import dataclasses
