@@ -1,4 +1,4 @@
-"""The hand-and-cube tasks: jit-able reset/step with observations of the declared layout, the
+"""The hand-and-cube tasks: declared observation sizes, layout and timing, the
 reorientation goal logic on hand-made trajectories, drop termination, MJX-vs-native agreement,
 the evaluation report, the goal ghost in the rendered scene, and a smoke run through the CLI."""
 
@@ -68,43 +68,16 @@ def _z_quat(angle: float) -> jax.Array:
 
 
 # ------------------------------------------------------------------------ reset / step / sizes
-def test_reset_and_step_under_jit_give_declared_finite_observations(task):
-    name, env, reset, step = task
+def test_declared_sizes_and_timing(task):
+    """Sizes and timing as the task docstrings declare them (reset and step under jit, with
+    randomization and noise, 1000 steps of every task: tests/test_tasks.py, which also checks
+    the hand's history frames, last action, goal ghost and success count at every step)."""
+    name, env, _, _ = task
     sizes = env.observation_size
     assert (sizes["state"], sizes["privileged_state"]) == SIZES[name]
     assert sum(n for _, n in env.OBSERVATION_LAYOUT) == sizes["state"]
     assert env.action_size == 16 and env.dt == 0.05 and env.n_substeps == 10
     assert env.episode_length == 400  # 20 s at 20 Hz
-
-    state = reset(jax.random.PRNGKey(0))
-    first = state
-    key = jax.random.PRNGKey(1)
-    reached = 0.0
-    for _ in range(5):
-        key, key_act = jax.random.split(key)
-        previous = state.obs["state"]
-        state = step(state, jax.random.uniform(key_act, (16,), minval=-1, maxval=1))
-        reached += float(state.metrics.get("reorient/success", 0.0))
-        for k in ("state", "privileged_state"):
-            assert state.obs[k].shape == (sizes[k],)
-            assert np.isfinite(np.asarray(state.obs[k])).all()
-        assert np.isfinite(float(state.reward))
-    # A step returns exactly the types it got (no weak types): the jitted step never recompiles.
-    types = lambda s: jax.tree.map(jax.typeof, s)
-    assert types(state) == types(first)
-    # The older frames are the newest frames of the previous observation, shifted by one.
-    frame = 2 * env.action_size
-    np.testing.assert_array_equal(state.obs["state"][frame : 3 * frame], previous[: 2 * frame])
-    assert not np.allclose(state.obs["state"][:frame], previous[:frame])
-    # The last action is the clipped action of this step.
-    np.testing.assert_array_equal(state.info["last_action"], state.obs["state"][16:32])
-    if name == "hand_reorient":
-        # The goal ghost shows the current goal.
-        goal = np.asarray(state.info["goal"])
-        np.testing.assert_allclose(state.pipeline_state.mocap_quat[env.goal_mocap], goal)
-        assert abs(np.linalg.norm(goal) - 1.0) < 1e-5
-        # The episode's success count is the sum of the per-step success events.
-        assert float(state.info["successes"]) == reached
 
 
 def test_observation_layout_names_are_unique(task):

@@ -1,5 +1,6 @@
 """Every registered task: the env API, strongly typed states, 1000 randomized steps, finite
-observations of the declared size; and the quadruped's task logic."""
+observations of the declared size, the training wrapper around it; and the quadruped's task
+logic."""
 
 import jax
 import jax.numpy as jp
@@ -7,33 +8,19 @@ import numpy as np
 import pytest
 
 from locomotion import registry
-from locomotion.envs import TrainingWrapper
+from locomotion.cat import wrap_for_training
 
-
-def _variants() -> set[str]:
-    """Tasks that are another registered task's class with other settings (the first name of
-    each class is its base)."""
-    classes, variants = set(), set()
-    for name in registry.names():
-        cls = registry.entry(name).env_class
-        if cls in classes:
-            variants.add(name)
-        classes.add(cls)
-    return variants
-
-
-# quadruped_rough's automatic resets in the training wrapper (its `restart`, the level kept)
-# run in tests/test_rough.py's `rollout` (8 envs, 12 automatic resets each, checked at every
-# step); here its own reset and 1000 randomized steps, as a variant's (each compilation of a
-# task's graph costs a minute or two of the suite). quadruped_cat_rough's class is CaT's
-# constraints on that terrain: what it does at an automatic reset is quadruped_rough's
-# `restart` plus the CaT violations the wrapper keeps from the ending step, run in
-# quadruped_cat's case.
-VARIANTS = _variants() | {"quadruped_rough", "quadruped_cat_rough"}
+STEPS = 1000
 
 
 @pytest.mark.parametrize("name", registry.names())
 def test_task_runs_1000_randomized_steps(name):
+    """The task's own jitted reset and step (one env, the graphs `Env` keeps and every other
+    caller of `env.reset` and `env.step` compiles: the run's compilation cache shares them),
+    1000 randomized steps with a reset wherever an episode ends or reaches its time limit, and
+    the training wrapper's automatic reset built around the task (traced, not compiled: its
+    semantics are tests/test_envs.py's and tests/test_cat.py's, on every task the same code
+    but for the task's own `restart`, which tests/test_rough.py runs)."""
     env = registry.make(name)
     sizes = env.observation_size
     assert set(sizes) == {"state", "privileged_state"}
@@ -43,44 +30,35 @@ def test_task_runs_1000_randomized_steps(name):
     assert layout is None or sum(n for _, n in layout) == sizes["state"]
     assert name == "pendulum_swingup" or layout is not None
     assert_strongly_typed(name, env)
-    num_envs = 4
-    if name in VARIANTS:
-        return check_variant(env, num_envs)
-    wrapped = TrainingWrapper(env, num_envs)
+    assert_wrapper_builds(env, sizes, num_envs=4)
 
-    @jax.jit
-    def run(key):
-        key_reset, key_act = jax.random.split(key)
-        state = wrapped.reset(key_reset)
-
-        def one(state, key_t):
-            action = jax.random.uniform(key_t, (num_envs, env.action_size), minval=-1, maxval=1)
-            state = wrapped.step(state, action)
-            finite = (
-                jp.all(jp.isfinite(state.obs["state"]))
-                & jp.all(jp.isfinite(state.obs["privileged_state"]))
-                & jp.all(jp.isfinite(state.reward))
-            )
-            return state, (finite, state.done, state.info["truncation"])
-
-        return jax.lax.scan(one, state, jax.random.split(key_act, 1000))
-
-    state, (finite, done, truncation) = run(jax.random.PRNGKey(0))
-    assert state.obs["state"].shape == (num_envs, sizes["state"])
-    assert state.obs["privileged_state"].shape == (num_envs, sizes["privileged_state"])
-    assert bool(finite.all())
-    # 1000 steps reach every task's time limit: every env ended (and auto-reset) at least once.
-    assert bool((done.sum(axis=0) >= 1).all())
-    assert bool((truncation <= done).all())  # a truncation is always an episode end
+    check = STEP_CHECKS.get(name.split("_")[0])
+    actions = np.random.default_rng(0).uniform(-1, 1, (STEPS, env.action_size))
+    state = env.reset(jax.random.PRNGKey(0))
+    episodes, t = [], 0
+    for i, action in enumerate(actions.astype(np.float32)):
+        nstate = env.step(state, action)
+        for k in ("state", "privileged_state"):
+            obs = np.asarray(nstate.obs[k])
+            assert obs.shape == (sizes[k],) and np.isfinite(obs).all(), f"{k} at step {i}"
+        assert np.isfinite(float(nstate.reward)), f"reward at step {i}"
+        if check:
+            check(env, state, nstate, action)
+        t += 1
+        if float(nstate.done) or t == env.episode_length:
+            episodes.append((t, float(nstate.done)))
+            state, t = env.reset(jax.random.PRNGKey(i + 1)), 0
+        else:
+            state = nstate
+    # 1000 steps reach every task's time limit: at least one episode ended.
+    assert episodes and all(n <= env.episode_length for n, _ in episodes)
 
 
 def assert_strongly_typed(name: str, env):
     """The task's own reset and step (outside any wrapper) return strongly typed states: a
     weakly typed output (a Python float folded into a metric) makes a wrapper's jitted step
     (brax's, tests/test_brax.py) compile a second time after its first call. Abstract
-    evaluation shares the env's kept traces with the run below (locomotion/envs.py): the
-    reset's always, the step's where it is called on the reset's state as is (the
-    variants')."""
+    evaluation shares the env's kept traces (locomotion/envs.py) with the steps above."""
     key = jax.ShapeDtypeStruct((2,), np.uint32)
     state = jax.eval_shape(env.reset, key)
     action = jax.ShapeDtypeStruct((env.action_size,), np.float32)
@@ -94,41 +72,39 @@ def assert_strongly_typed(name: str, env):
         assert not weak, f"{name}.{what} returns weakly typed {weak}"
 
 
-def check_variant(env, num_envs: int):
-    """A variant's own reset and 1000 randomized steps, batched (its class's automatic reset
-    inside the training wrapper is the base task's code, run by the base task's case: the
-    wrapper costs as much compiling again as the task's step)."""
-
-    @jax.jit
-    def run(key):
-        key_reset, key_act = jax.random.split(key)
-        state = jax.vmap(env.reset)(jax.random.split(key_reset, num_envs))
-
-        def one(state, key_t):
-            action = jax.random.uniform(key_t, (num_envs, env.action_size), minval=-1, maxval=1)
-            state = jax.vmap(env.step)(state, action)
-            finite = (
-                jp.all(jp.isfinite(state.obs["state"]))
-                & jp.all(jp.isfinite(state.obs["privileged_state"]))
-                & jp.all(jp.isfinite(state.reward))
-            )
-            return state, finite
-
-        return jax.lax.scan(one, state, jax.random.split(key_act, 1000))
-
-    state, finite = run(jax.random.PRNGKey(0))
-    assert state.obs["state"].shape == (num_envs, env.observation_size["state"])
-    assert state.obs["privileged_state"].shape == (
-        num_envs,
-        env.observation_size["privileged_state"],
-    )
-    assert bool(finite.all())
+def assert_wrapper_builds(env, sizes: dict[str, int], num_envs: int):
+    """The training wrapper (and CaT's, for a task with constraints) around the task: its
+    reset and its step with the automatic reset trace, batched, and a step returns the types
+    it got (no recompilation inside a training iteration)."""
+    wrapped = wrap_for_training(env, num_envs)
+    state = jax.eval_shape(wrapped.reset, jax.ShapeDtypeStruct((2,), np.uint32))
+    action = jax.ShapeDtypeStruct((num_envs, env.action_size), np.float32)
+    after = jax.eval_shape(wrapped.step, state, action)
+    assert jax.tree.structure(after) == jax.tree.structure(state)
+    assert jax.tree.leaves(after) == jax.tree.leaves(state)
+    assert after.obs["state"].shape == (num_envs, sizes["state"])
 
 
-def test_variants_are_found():
-    assert {"quadruped_rough_blind", "hand_reorient_roll", "hand_reorient_upright"} <= VARIANTS
-    assert not VARIANTS & {"hand_reorient", "quadruped_joystick"}
-    assert "quadruped_cat" not in VARIANTS  # the wrapper's CaT path runs in its case
+def check_hand_step(env, state, nstate, action):
+    """The hand tasks' observation: the older frames are the newest frames of the previous
+    observation as the policy saw it (noise included), the last action is this step's clipped
+    action; reorientation: the goal ghost shows the current goal, and the episode's success
+    count is the sum of its per-step success events."""
+    frame = 2 * env.action_size
+    before, obs = np.asarray(state.obs["state"]), np.asarray(nstate.obs["state"])
+    history = (env.config.history - 1) * frame
+    np.testing.assert_array_equal(obs[frame : frame + history], before[:history])
+    np.testing.assert_array_equal(obs[16:32], np.clip(action, -1, 1))
+    np.testing.assert_array_equal(nstate.info["last_action"], obs[16:32])
+    if "goal" in nstate.info:
+        goal = np.asarray(nstate.info["goal"])
+        np.testing.assert_allclose(nstate.pipeline_state.mocap_quat[env.goal_mocap], goal)
+        assert abs(np.linalg.norm(goal) - 1.0) < 1e-5
+        success = float(nstate.metrics["reorient/success"])
+        assert float(nstate.info["successes"]) == float(state.info["successes"]) + success
+
+
+STEP_CHECKS = {"hand": check_hand_step}
 
 
 def test_unknown_task_is_a_clear_error():
