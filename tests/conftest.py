@@ -60,19 +60,23 @@ os.environ.setdefault("LOCOMOTION_CPU_DEVICES", "1")
 
 import locomotion  # noqa: E402,F401  (sets XLA flags before jax starts)
 
-# The longest files first (about 8, 6, 5, 4, 3, 2 and 1.5 minutes on 2 cores); the rest keep
-# their order. Every worker collects the same order, as pytest-xdist requires. test_envs.py
-# goes early: test_warp.py (last) loads two of its graphs from the run's compilation cache
-# (`short_quadruped_episodes`), which it can only do once test_envs.py has compiled them.
+# The longest files first (in CI at 7e5337b, about 13, 10, 6, 5, 5, 4.5 and 4 minutes on 2
+# cores, then 3.5 or less); the rest keep their order. Every worker collects the same order, as
+# pytest-xdist requires. test_envs.py goes early: test_warp.py loads two of its graphs from the
+# run's compilation cache (`short_quadruped_episodes`), which it can only do once test_envs.py
+# has compiled them.
 LONGEST_FIRST = (
     "test_tasks.py",
     "test_envs.py",
-    "test_shipped_policies.py",
     "test_multiprocess.py",
     "test_hand_tasks.py",
     "test_info.py",
+    "test_warp.py",
+    "test_shipped_policies.py",
     "test_rough.py",
+    "test_robustness.py",
     "test_export_replay.py",
+    "test_brax.py",
 )
 
 
