@@ -60,30 +60,31 @@ os.environ.setdefault("LOCOMOTION_CPU_DEVICES", "1")
 
 import locomotion  # noqa: E402,F401  (sets XLA flags before jax starts)
 
-# The longest files first (in CI at 7e5337b, about 13, 10, 6, 5, 5, 4.5 and 4 minutes on 2
-# cores, then 3.5 or less); the rest keep their order. Every worker collects the same order, as
-# pytest-xdist requires. test_envs.py goes early: test_warp.py loads two of its graphs from the
-# run's compilation cache (`short_quadruped_episodes`), which it can only do once test_envs.py
-# has compiled them.
+# The longest files first (about 19, 11, 7, 5, 5 and 4.5 minutes on 2 cores in CI), then the
+# rest in their order, test_warp.py last: it loads two graphs of test_envs.py from the run's
+# compilation cache (`short_quadruped_episodes`), which it can only do once test_envs.py (early)
+# has compiled them (in CI at aa20932, where both ran at once, its jax side compiled them again:
+# 128 s). Every worker collects the same order, as pytest-xdist requires.
 LONGEST_FIRST = (
     "test_tasks.py",
     "test_envs.py",
     "test_multiprocess.py",
     "test_hand_tasks.py",
-    "test_info.py",
-    "test_warp.py",
     "test_shipped_policies.py",
+    "test_info.py",
     "test_rough.py",
     "test_robustness.py",
     "test_export_replay.py",
-    "test_brax.py",
 )
+LAST = ("test_warp.py",)
 
 
 def pytest_collection_modifyitems(items):
     def rank(item):
         name = item.path.name
-        return LONGEST_FIRST.index(name) if name in LONGEST_FIRST else len(LONGEST_FIRST)
+        if name in LONGEST_FIRST:
+            return LONGEST_FIRST.index(name)
+        return len(LONGEST_FIRST) + (name in LAST)
 
     items.sort(key=rank)  # stable: within a file, and among the rest, the order is kept
 
@@ -110,6 +111,26 @@ def short_quadruped_episodes():
         )
         wrapper = TrainingWrapper(entry.env_class(config), 8)
         return wrapper, jax.jit(wrapper.reset), jax.jit(wrapper.step)
+
+    return make
+
+
+_TASK_ENVS: dict = {}
+
+
+@pytest.fixture(scope="session")
+def task_env():
+    """A function of a registered task's name: its env at the registered settings, one per
+    test process, so that tests in different files stepping the same task share its kept
+    traces and compiled reset and step (locomotion/envs.py) when they run in one process, and
+    the compilation through the run's cache when they do not."""
+
+    def make(name: str):
+        if name not in _TASK_ENVS:
+            from locomotion import registry
+
+            _TASK_ENVS[name] = registry.make(name)
+        return _TASK_ENVS[name]
 
     return make
 

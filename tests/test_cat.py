@@ -10,7 +10,6 @@ import numpy as np
 import pytest
 from test_ppo import run_on_two_devices
 
-from locomotion import registry
 from locomotion.cat import (
     CaTConfig,
     Constraint,
@@ -193,10 +192,10 @@ def test_batch_max_spans_two_devices():
     assert out["termination"][6] == pytest.approx(1.0)
 
 
-def test_quadruped_cat_declares_what_it_computes():
-    env = registry.make("quadruped_cat")
+def test_quadruped_cat_declares_what_it_computes(task_env):
     # The env's own jitted reset and step: the graphs tests/test_tasks.py compiles for this
-    # task (the run's compilation cache serves whichever file comes second).
+    # task (shared in one process, else through the run's compilation cache).
+    env = task_env("quadruped_cat")
     state = env.reset(jax.random.PRNGKey(0))
     declared = {c.name for c in env.constraints}
     assert set(state.info["violations"]) == declared

@@ -286,7 +286,10 @@ def test_warm_start_from_an_exported_policy_acts_as_it_did(tmp_path, capsys):
     with pytest.raises(CheckpointError, match="12 actions, not 16"):
         warm_start(fresh, "quadruped_joystick", mesh, env, cfg)
     small = dataclasses.replace(cfg, actor_hidden=(64, 64))
-    other = ppo.init(wrap_for_training(env, cfg.num_envs), small, jax.random.PRNGKey(0), mesh)
+    actor = ppo.make_networks(env.action_size, small).actor  # the same envs, a smaller actor
+    other = fresh.replace(
+        params={**fresh.params, "actor": actor.init(jax.random.PRNGKey(0), obs[:1])}
+    )
     with pytest.raises(CheckpointError, match="actor-hidden"):
         warm_start(other, "hand_rotate_z", mesh, env, small)
     # An entry of the same name and another size is refused, not silently given zero weight.
