@@ -30,8 +30,8 @@ def rollout():
     """8 envs of SHORT in the training wrapper: the reset state, then 60 steps of random
     actions (12 automatic resets per env), checking at every step that the levels follow the
     curriculum, that restarted envs stand on their new tile (same column), observed there,
-    and that observations stay finite. (1000 randomized steps of every task, with their own
-    episode lengths: tests/test_tasks.py.)"""
+    and that observations stay finite: quadruped_rough's randomized steps (the blind variant,
+    its class at the registered settings, steps 1000 times in tests/test_tasks.py)."""
     env = QuadrupedRough(SHORT)
     wrapped = TrainingWrapper(env, 8)
     first = jax.jit(wrapped.reset)(jax.random.PRNGKey(1))
@@ -89,6 +89,7 @@ def test_blind_variant_has_the_same_task_without_the_scan(env):
     blind = registry.make("quadruped_rough_blind")
     assert blind.observation_size == {"state": 45, "privileged_state": 56 + 187}
     assert env.observation_size == {"state": 45 + 187, "privileged_state": 56 + 187}
+    assert sum(n for _, n in env.OBSERVATION_LAYOUT) == 45 + 187
     assert [n for n, _ in blind.OBSERVATION_LAYOUT] == [
         n for n, _ in env.OBSERVATION_LAYOUT if n != "height_scan"
     ]

@@ -30,6 +30,13 @@ def _wrapper_traced_here() -> set[str]:
 
 
 WRAPPER_TRACED = _wrapper_traced_here()
+# Tasks whose randomized steps run elsewhere, compiled there anyway: quadruped_rough steps in
+# the training wrapper in tests/test_rough.py's `rollout` (8 envs, randomized physics, pushes
+# and noise, 12 automatic resets each, finite observations checked at every step), and its
+# class at the registered settings (random commands, every level) steps 1000 times here as
+# quadruped_rough_blind (the actor's observation without the scan is the only difference).
+# Compiling its own reset and step here cost 70 s of the suite in CI.
+STEPPED_ELSEWHERE = {"quadruped_rough"}
 
 
 @pytest.mark.parametrize("name", registry.names())
@@ -51,6 +58,8 @@ def test_task_runs_1000_randomized_steps(name, task_env):
     assert_strongly_typed(name, env)
     if name in WRAPPER_TRACED:
         assert_wrapper_builds(env, sizes, num_envs=4)
+    if name in STEPPED_ELSEWHERE:
+        return
 
     check = STEP_CHECKS.get(name.split("_")[0])
     actions = np.random.default_rng(0).uniform(-1, 1, (STEPS, env.action_size))
