@@ -64,7 +64,7 @@ def test_task_runs_1000_randomized_steps(name, task_env):
     check = STEP_CHECKS.get(name.split("_")[0])
     actions = np.random.default_rng(0).uniform(-1, 1, (STEPS, env.action_size))
     state = env.reset(jax.random.PRNGKey(0))
-    episodes, t = [], 0
+    ended, t = 0, 0
     for i, action in enumerate(actions.astype(np.float32)):
         nstate = env.step(state, action)
         for k in ("state", "privileged_state"):
@@ -75,12 +75,12 @@ def test_task_runs_1000_randomized_steps(name, task_env):
             check(env, state, nstate, action)
         t += 1
         if float(nstate.done) or t == env.episode_length:
-            episodes.append((t, float(nstate.done)))
+            ended += 1
             state, t = env.reset(jax.random.PRNGKey(i + 1)), 0
         else:
             state = nstate
-    # 1000 steps reach every task's time limit: at least one episode ended.
-    assert episodes and all(n <= env.episode_length for n, _ in episodes)
+    # 1000 steps reach every task's time limit: at least one episode ended (and reset).
+    assert ended >= 1
 
 
 def assert_strongly_typed(name: str, env):
