@@ -18,18 +18,27 @@ _OWN_CACHE: str | None = None  # the cache directory this process made (and remo
 
 
 def _share_compilations() -> None:
-    """One XLA compilation cache for the whole run: both workers and every `locomotion`
-    process a test starts inherit the variable, and load what another already compiled.
-    Most of the suite's time is XLA compiling MJX graphs (quadruped_joystick's vmapped reset
-    and step about 30 s each to trace and compile on 2 cores), and many tests compile the
-    same ones (JAX caches what took over a second to compile, its default). The directory is
-    this run's alone (a fresh one, removed at the run's end), so nothing carries over from
-    one run of the suite to the next."""
+    """No persistent XLA compilation cache unless LOCOMOTION_TEST_XLA_CACHE=1: then one cache
+    for the whole run, which both workers and every `locomotion` process a test starts
+    inherit, in a fresh directory removed at the run's end. It saves about 7 minutes of the
+    suite's compile (benchmarks/NOTES.md), but jaxlib 0.9.2 segfaulted in it in two CI runs in
+    a row (in `serialize` of an executable just compiled and in `deserialize_executable` of
+    one another process wrote), and pytest-xdist then hung instead of failing: a crash in a
+    library's cache must not decide whether the suite passes, so it is off by default.
+    Without it, the compiled graphs tests share are those of one process (the `task_env`
+    fixture, and the jitted functions a test file keeps)."""
     global _OWN_CACHE
+    if os.environ.get("LOCOMOTION_TEST_XLA_CACHE") != "1":
+        os.environ["JAX_ENABLE_COMPILATION_CACHE"] = "false"
+        if "jax" in sys.modules:  # a plugin imported jax before this file: set it there too
+            import jax
+
+            jax.config.update("jax_enable_compilation_cache", False)
+        return
     if "JAX_COMPILATION_CACHE_DIR" not in os.environ:
         _OWN_CACHE = tempfile.mkdtemp(prefix="locomotion-tests-xla-")
         os.environ["JAX_COMPILATION_CACHE_DIR"] = _OWN_CACHE
-    if "jax" in sys.modules:  # a plugin imported jax before this file: set it there too
+    if "jax" in sys.modules:
         import jax
 
         jax.config.update("jax_compilation_cache_dir", os.environ["JAX_COMPILATION_CACHE_DIR"])
@@ -60,31 +69,28 @@ os.environ.setdefault("LOCOMOTION_CPU_DEVICES", "1")
 
 import locomotion  # noqa: E402,F401  (sets XLA flags before jax starts)
 
-# The longest files first (about 19, 11, 7, 5, 5 and 4.5 minutes on 2 cores in CI), then the
-# rest in their order, test_warp.py last: it loads two graphs of test_envs.py from the run's
-# compilation cache (`short_quadruped_episodes`), which it can only do once test_envs.py (early)
-# has compiled them (in CI at aa20932, where both ran at once, its jax side compiled them again:
-# 128 s). Every worker collects the same order, as pytest-xdist requires.
+# The longest files first (in CI at aa20932, about 19, 11, 7, 6, 5, 5, 5 and 4 minutes on 2
+# cores, then 3.5 or less), the rest in their order, so that neither worker is left with a
+# long file at the end while the other idles. Every worker collects the same order, as
+# pytest-xdist requires.
 LONGEST_FIRST = (
     "test_tasks.py",
-    "test_envs.py",
     "test_multiprocess.py",
     "test_hand_tasks.py",
+    "test_warp.py",
     "test_shipped_policies.py",
     "test_info.py",
     "test_rough.py",
     "test_robustness.py",
     "test_export_replay.py",
+    "test_brax.py",
 )
-LAST = ("test_warp.py",)
 
 
 def pytest_collection_modifyitems(items):
     def rank(item):
         name = item.path.name
-        if name in LONGEST_FIRST:
-            return LONGEST_FIRST.index(name)
-        return len(LONGEST_FIRST) + (name in LAST)
+        return LONGEST_FIRST.index(name) if name in LONGEST_FIRST else len(LONGEST_FIRST)
 
     items.sort(key=rank)  # stable: within a file, and among the rest, the order is kept
 
@@ -94,8 +100,7 @@ def short_quadruped_episodes():
     """A function of `impl`: quadruped_joystick with 0.2 s episodes (10 control steps) and no
     zero commands in the training wrapper, 8 envs, and its reset and step jitted apart.
     tests/test_envs.py tests the time limit with it, tests/test_warp.py runs it as warp's jax
-    reference: the run's compilation cache compiles the two graphs once for both files (in
-    CI, 96 s of compile the warp test loads instead)."""
+    reference."""
 
     def make(impl: str = "jax"):
         import dataclasses
@@ -121,9 +126,8 @@ _TASK_ENVS: dict = {}
 @pytest.fixture(scope="session")
 def task_env():
     """A function of a registered task's name: its env at the registered settings, one per
-    test process, so that tests in different files stepping the same task share its kept
-    traces and compiled reset and step (locomotion/envs.py) when they run in one process, and
-    the compilation through the run's cache when they do not."""
+    test process, so that the tests stepping the same task share its kept traces and compiled
+    reset and step (locomotion/envs.py)."""
 
     def make(name: str):
         if name not in _TASK_ENVS:

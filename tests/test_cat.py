@@ -190,31 +190,3 @@ def test_batch_max_spans_two_devices():
     # env 0 (first device) is scaled by the max found on the second device; env 6 hits 1 (hard).
     assert out["termination"][0] == pytest.approx(P_SOFT[0.0] * 0.1 / 0.45, rel=1e-5)
     assert out["termination"][6] == pytest.approx(1.0)
-
-
-def test_quadruped_cat_declares_what_it_computes(task_env):
-    # The env's own jitted reset and step: the graphs tests/test_tasks.py compiles for this
-    # task (shared in one process, else through the run's compilation cache).
-    env = task_env("quadruped_cat")
-    state = env.reset(jax.random.PRNGKey(0))
-    declared = {c.name for c in env.constraints}
-    assert set(state.info["violations"]) == declared
-    assert {f"constraint/{n}" for n in declared} <= set(state.metrics)
-    kinds = {c.name: c.kind for c in env.constraints}
-    assert kinds["foot_force"] == kinds["front_hfe_angle"] == "hard"
-    # Tracking is the only reward.
-    active = {k for k, v in dataclasses.asdict(env.config.rewards).items() if v != 0}
-    assert active == {"tracking_lin_vel", "tracking_ang_vel"}
-    # The torque constraint is the PD torque beyond the clamp: where it is violated, the
-    # servo's applied torque sits at its 3 N*m limit.
-    step = env.step
-    over, force = [], []
-    for i in range(20):  # bang-bang actions: a target jumping 0.6 rad asks for 3.6 N*m
-        action = jp.sign(jax.random.uniform(jax.random.PRNGKey(i), (12,), minval=-1, maxval=1))
-        state = step(state, action)
-        over.append(np.asarray(state.info["violations"]["torque"]) > 0)
-        force.append(np.abs(np.asarray(state.pipeline_state.actuator_force)))
-    over, force = np.array(over), np.array(force)
-    assert over.any() and not over.all()
-    np.testing.assert_allclose(force[over], env.robot.torque_limit, rtol=1e-5)
-    assert (force[~over] < env.robot.torque_limit + 1e-5).all()

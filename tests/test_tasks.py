@@ -2,6 +2,8 @@
 observations of the declared size, the training wrapper around it; and the quadruped's task
 logic."""
 
+import dataclasses
+
 import jax
 import jax.numpy as jp
 import numpy as np
@@ -42,11 +44,12 @@ STEPPED_ELSEWHERE = {"quadruped_rough"}
 @pytest.mark.parametrize("name", registry.names())
 def test_task_runs_1000_randomized_steps(name, task_env):
     """The task's own jitted reset and step (one env, the graphs `Env` keeps and every other
-    caller of `env.reset` and `env.step` on the registered settings compiles: tests/test_cat.py
-    steps quadruped_cat's), 1000 randomized steps with a reset wherever an episode ends or
-    reaches its time limit, and the training wrapper's automatic reset built around each task
-    class (traced, not compiled: its semantics are tests/test_envs.py's and tests/test_cat.py's,
-    the same code on every task but for the task's own `restart`)."""
+    caller of `env.reset` and `env.step` on the registered settings compiles:
+    `test_quadruped_cat_declares_what_it_computes` below steps quadruped_cat's), 1000
+    randomized steps with a reset wherever an episode ends or reaches its time limit, and the
+    training wrapper's automatic reset built around each task class (traced, not compiled:
+    its semantics are tests/test_envs.py's and tests/test_cat.py's, the same code on every
+    task but for the task's own `restart`)."""
     env = task_env(name)
     sizes = env.observation_size
     assert set(sizes) == {"state", "privileged_state"}
@@ -134,6 +137,34 @@ def check_hand_step(env, state, nstate, action):
 
 
 STEP_CHECKS = {"hand": check_hand_step}
+
+
+def test_quadruped_cat_declares_what_it_computes(task_env):
+    """CaT's declarations on the registered task (here, not in test_cat.py, so that it runs
+    in the process whose `task_env` compiled quadruped_cat's reset and step above)."""
+    env = task_env("quadruped_cat")
+    state = env.reset(jax.random.PRNGKey(0))
+    declared = {c.name for c in env.constraints}
+    assert set(state.info["violations"]) == declared
+    assert {f"constraint/{n}" for n in declared} <= set(state.metrics)
+    kinds = {c.name: c.kind for c in env.constraints}
+    assert kinds["foot_force"] == kinds["front_hfe_angle"] == "hard"
+    # Tracking is the only reward.
+    active = {k for k, v in dataclasses.asdict(env.config.rewards).items() if v != 0}
+    assert active == {"tracking_lin_vel", "tracking_ang_vel"}
+    # The torque constraint is the PD torque beyond the clamp: where it is violated, the
+    # servo's applied torque sits at its 3 N*m limit.
+    step = env.step
+    over, force = [], []
+    for i in range(20):  # bang-bang actions: a target jumping 0.6 rad asks for 3.6 N*m
+        action = jp.sign(jax.random.uniform(jax.random.PRNGKey(i), (12,), minval=-1, maxval=1))
+        state = step(state, action)
+        over.append(np.asarray(state.info["violations"]["torque"]) > 0)
+        force.append(np.abs(np.asarray(state.pipeline_state.actuator_force)))
+    over, force = np.array(over), np.array(force)
+    assert over.any() and not over.all()
+    np.testing.assert_allclose(force[over], env.robot.torque_limit, rtol=1e-5)
+    assert (force[~over] < env.robot.torque_limit + 1e-5).all()
 
 
 def test_wrapper_is_traced_for_every_task_class():
