@@ -95,46 +95,77 @@ def pytest_collection_modifyitems(items):
     items.sort(key=rank)  # stable: within a file, and among the rest, the order is kept
 
 
-@pytest.fixture
+@pytest.fixture(scope="module", autouse=True)
+def _release_compiled_graphs():
+    """At the end of each test file, drop what its tests compiled (`jax.clear_caches`, and the
+    envs the native replays keep, locomotion/replay.py). Each compiled MJX graph that a
+    process holds occupies about 2,000 of its memory mappings (XLA:CPU loads every kernel as
+    an object of its own, three mappings each: quadruped_joystick's step, one env, 2,067), and
+    Linux allows a process 65,530 (vm.max_map_count): a worker that kept the graphs of every
+    file it ran crossed that limit about 40 minutes into the run, and XLA then segfaulted in
+    whatever mapped memory next (compiling, or loading and saving executables of the
+    compilation cache). A file's graphs are of no use to the next file, which builds envs
+    and jits functions of its own."""
+    yield
+    if "jax" not in sys.modules:
+        return
+    import gc
+
+    import jax
+
+    from locomotion import replay
+
+    replay._built_env.cache_clear()
+    jax.clear_caches()
+    gc.collect()  # envs and their kept, jitted methods refer to each other
+
+
+@pytest.fixture(scope="module")
 def short_quadruped_episodes():
     """A function of `impl`: quadruped_joystick with 0.2 s episodes (10 control steps) and no
-    zero commands in the training wrapper, 8 envs, and its reset and step jitted apart.
-    tests/test_envs.py tests the time limit with it, tests/test_warp.py runs it as warp's jax
-    reference."""
+    zero commands in the training wrapper, 8 envs, and its reset and step jitted apart, made
+    once per test file (tests/test_envs.py runs it with jax, and against warp)."""
+    made = {}
 
     def make(impl: str = "jax"):
-        import dataclasses
+        if impl not in made:
+            import dataclasses
 
-        import jax
+            import jax
 
-        from locomotion import registry
-        from locomotion.envs import TrainingWrapper
+            from locomotion import registry
+            from locomotion.envs import TrainingWrapper
 
-        entry = registry.entry("quadruped_joystick")
-        config = dataclasses.replace(
-            entry.env_config, impl=impl, episode_seconds=0.2, zero_command_prob=0.0
-        )
-        wrapper = TrainingWrapper(entry.env_class(config), 8)
-        return wrapper, jax.jit(wrapper.reset), jax.jit(wrapper.step)
+            entry = registry.entry("quadruped_joystick")
+            config = dataclasses.replace(
+                entry.env_config, impl=impl, episode_seconds=0.2, zero_command_prob=0.0
+            )
+            wrapper = TrainingWrapper(entry.env_class(config), 8)
+            made[impl] = wrapper, jax.jit(wrapper.reset), jax.jit(wrapper.step)
+        return made[impl]
 
     return make
 
 
-_TASK_ENVS: dict = {}
-
-
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="module")
 def task_env():
-    """A function of a registered task's name: its env at the registered settings, one per
-    test process, so that the tests stepping the same task share its kept traces and compiled
-    reset and step (locomotion/envs.py)."""
+    """A function of a registered task's name: its env at the registered settings, kept until
+    another task's is asked for, so that a test file's checks of one task in a row share its
+    kept traces and compiled reset and step (locomotion/envs.py). One at a time: ten tasks'
+    compiled reset and step held at once would take most of a process's memory mappings
+    (`_release_compiled_graphs`)."""
+    latest: dict = {}
 
     def make(name: str):
-        if name not in _TASK_ENVS:
+        if name not in latest:
+            import gc
+
             from locomotion import registry
 
-            _TASK_ENVS[name] = registry.make(name)
-        return _TASK_ENVS[name]
+            latest.clear()
+            gc.collect()  # the previous env's compiled graphs go before the next compiles
+            latest[name] = registry.make(name)
+        return latest[name]
 
     return make
 
@@ -149,9 +180,10 @@ def pytest_unconfigure(config):
 # FILE: the seconds this test process spent tracing, lowering and compiling XLA graphs, and
 # how many compilations the run's cache served (`locomotion` processes a test starts are not
 # counted), and `graphs`: the name and seconds of each trace and compile over a second, and
-# each cache hit. A jitted function traced inside another (an env's kept reset and step,
-# locomotion/envs.py) counts in both traces' seconds. Off unless set; benchmarks/NOTES.md sums
-# up one whole run's report.
+# each cache hit; and `maps`, the test process's memory mappings after the test (Linux,
+# `_release_compiled_graphs`). A jitted function traced inside another (an env's kept reset
+# and step, locomotion/envs.py) counts in both traces' seconds. Off unless set;
+# benchmarks/NOTES.md sums up one whole run's report.
 _COMPILE_REPORT = os.environ.get("LOCOMOTION_COMPILE_REPORT")
 _compile_seconds: collections.Counter = collections.Counter()
 
@@ -209,6 +241,9 @@ if _COMPILE_REPORT:
 
         row = {"test": item.nodeid, **{k: round(v, 2) for k, v in _compile_seconds.items() if v}}
         row["graphs"] = list(_graphs)
+        if os.path.exists("/proc/self/maps"):  # the process's memory mappings after the test
+            with open("/proc/self/maps") as f:
+                row["maps"] = sum(1 for _ in f)
         with open(_COMPILE_REPORT, "a") as f:
             f.write(json.dumps(row) + "\n")
 

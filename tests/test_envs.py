@@ -132,6 +132,23 @@ def test_quadruped_time_limit_and_fresh_episodes(short_quadruped_episodes):
     assert len(seen) == num_envs + done.sum() and len(np.unique(seen, axis=0)) == len(seen)
 
 
+def test_warp_restarts_quadruped_episodes_where_jax_does(short_quadruped_episodes):
+    """MJX's warp implementation in the training wrapper, against the jax graphs of the test
+    above (here so that it runs in their process): the same keys and randomization give the
+    same done flags and the same observation at every fresh start, every env restarts from
+    its reserve state, and the rollout stays finite. Needs the warp extra."""
+    pytest.importorskip("warp", reason="the warp extra (warp-lang) is not installed")
+    from test_warp import warp_rollout
+
+    obs_j, done_j = warp_rollout(*short_quadruped_episodes("jax"))
+    obs_w, done_w = warp_rollout(*short_quadruped_episodes("warp"))
+    assert done_w.sum() >= 2 * obs_w.shape[1]
+    np.testing.assert_array_equal(done_j, done_w)  # time limits: both restart together
+    np.testing.assert_allclose(obs_w[0], obs_j[0], atol=1e-4)  # the first reset
+    restarted = np.nonzero(done_w.all(axis=1))[0] + 1  # steps whose observation is a reset
+    np.testing.assert_allclose(obs_w[restarted], obs_j[restarted], atol=1e-4)
+
+
 def test_an_unknown_or_missing_physics_implementation_is_a_clear_error(monkeypatch):
     import sys
 
