@@ -18,17 +18,17 @@ _OWN_CACHE: str | None = None  # the cache directory this process made (and remo
 
 
 def _share_compilations() -> None:
-    """No persistent XLA compilation cache unless LOCOMOTION_TEST_XLA_CACHE=1: then one cache
-    for the whole run, which both workers and every `locomotion` process a test starts
-    inherit, in a fresh directory removed at the run's end. It saves about 7 minutes of the
-    suite's compile (benchmarks/NOTES.md), but jaxlib 0.9.2 segfaulted in it in two CI runs in
-    a row (in `serialize` of an executable just compiled and in `deserialize_executable` of
-    one another process wrote), and pytest-xdist then hung instead of failing: a crash in a
-    library's cache must not decide whether the suite passes, so it is off by default.
-    Without it, the compiled graphs tests share are those of one process (the `task_env`
-    fixture, and the jitted functions a test file keeps)."""
+    """One XLA compilation cache for the whole run: both workers and every `locomotion`
+    process a test starts inherit the variable, and load what another already compiled
+    (quadruped_joystick's vmapped reset and step take about 30 s each to trace and compile on
+    2 cores, and many tests compile the same ones; JAX caches what took over a second to
+    compile, its default). The directory is this run's alone (a fresh one, removed at the
+    run's end), so nothing carries over from one run of the suite to the next.
+    LOCOMOTION_TEST_XLA_CACHE=0 turns it off. (Three CI runs in a row segfaulted in XLA, twice
+    while loading or saving an executable of this cache, and this cache was suspected; the
+    cause was the memory-mapping limit that `_release_compiled_graphs` keeps workers under.)"""
     global _OWN_CACHE
-    if os.environ.get("LOCOMOTION_TEST_XLA_CACHE") != "1":
+    if os.environ.get("LOCOMOTION_TEST_XLA_CACHE") == "0":
         os.environ["JAX_ENABLE_COMPILATION_CACHE"] = "false"
         if "jax" in sys.modules:  # a plugin imported jax before this file: set it there too
             import jax
