@@ -100,7 +100,7 @@ def _release_compiled_graphs():
     """At the end of each test file, drop what its tests compiled (`jax.clear_caches`, and the
     envs the native replays keep, locomotion/replay.py). Each compiled MJX graph that a
     process holds occupies about 2,000 of its memory mappings (XLA:CPU loads every kernel as
-    an object of its own, three mappings each: quadruped_joystick's step, one env, 2,067), and
+    an object of its own, three mappings each: quadruped_joystick's step, one env, 2,065), and
     Linux allows a process 65,530 (vm.max_map_count): a worker that kept the graphs of every
     file it ran crossed that limit about 40 minutes into the run, and XLA then segfaulted in
     whatever mapped memory next (compiling, or loading and saving executables of the
