@@ -48,16 +48,23 @@ _share_compilations()
 
 
 def _compile_for_short_runs() -> None:
-    """LLVM at -O1 instead of XLA's default -O2 for the suite's processes (and the `locomotion`
-    processes tests start, which inherit the variable). The suite compiles many large MJX
-    graphs and runs each briefly; -O1 compiles quadruped_joystick's vmapped step 14-25 % faster
-    on 2 cores and runs it within the noise of -O2 (benchmarks/NOTES.md, "The suite at LLVM
-    -O1"). Only code generation changes, not what is computed, so the suite still tests
-    the graphs users run; `locomotion` itself keeps XLA's default for long training runs.
-    Set XLA_FLAGS yourself to test with other settings."""
+    """Cheaper code generation for the suite's processes (and the `locomotion` processes tests
+    start, which inherit the variable): LLVM at -O1 instead of XLA's default -O2, and XLA:CPU's
+    older loop-fusion emitters instead of its MLIR fusion emitters. The suite compiles many
+    large MJX graphs and runs each briefly. -O1 compiles quadruped_joystick's vmapped step
+    14-25 % faster on 2 cores and runs it within the noise of -O2; the older emitters take
+    another quarter off (256 envs: 67 -> 50 s to trace and compile, hand_reorient at 64 envs
+    78 -> 57 s) and at -O1 step as fast (benchmarks/NOTES.md, "The suite at LLVM -O1" and
+    "The suite without XLA's fusion emitters"). Only code generation changes, not what is
+    computed, so the suite still tests the graphs users run; `locomotion` itself keeps XLA's
+    defaults for long training runs (at -O2 the older emitters step 6-16 % slower). Set
+    XLA_FLAGS yourself to test with other settings."""
     flags = os.environ.get("XLA_FLAGS", "")
     if "--xla_backend_optimization_level" not in flags:
-        os.environ["XLA_FLAGS"] = (flags + " --xla_backend_optimization_level=1").strip()
+        flags += " --xla_backend_optimization_level=1"
+    if "--xla_cpu_use_fusion_emitters" not in flags:
+        flags += " --xla_cpu_use_fusion_emitters=false"
+    os.environ["XLA_FLAGS"] = flags.strip()
 
 
 _compile_for_short_runs()
