@@ -322,15 +322,18 @@ class NativeBatch:
         d = states.pipeline_state
         qvel, ctrl = np.asarray(d.qvel), np.asarray(ctrl)
         mocap_pos, mocap_quat = np.asarray(d.mocap_pos), np.asarray(d.mocap_quat)
-        publics, impls = [], []
         for i, lane in enumerate(self.lanes):
             if active is None or active[i]:
                 lane.advance(qvel[i], ctrl[i], mocap_pos[i], mocap_quat[i])
-            public, impl = lane.native_fields()
-            publics.append(public)
-            impls.append(impl)
-        stack = lambda rows: {k: np.stack([r[k] for r in rows]) for k in rows[0]}  # noqa: E731
-        data = _with_fields(self._template, stack(publics), stack(impls))
+        # Each field of every lane stacked straight out of its MjData (one copy; a copy per
+        # lane and field first cost a fifth of a batched evaluation's time).
+        datas = [lane.data for lane in self.lanes]
+        public = {}
+        for name in _NATIVE_FIELDS[0]:
+            value = np.stack([getattr(d, name) for d in datas])
+            public[name] = value.reshape(len(datas), -1, 3, 3) if name in _MATRIX_FIELDS else value
+        impl = {name: np.stack([getattr(d, name) for d in datas]) for name in _NATIVE_FIELDS[1]}
+        data = _with_fields(self._template, public, impl)
         return self._after(states, data, actions)
 
 
