@@ -54,11 +54,10 @@ def _compile_for_short_runs() -> None:
     large MJX graphs and runs each briefly. -O1 compiles quadruped_joystick's vmapped step
     14-25 % faster on 2 cores and runs it within the noise of -O2; the older emitters take
     another quarter off (256 envs: 67 -> 50 s to trace and compile, hand_reorient at 64 envs
-    78 -> 57 s) and at -O1 step as fast (benchmarks/NOTES.md, "The suite at LLVM -O1" and
-    "The suite without XLA's fusion emitters"). Only code generation changes, not what is
+    78 -> 57 s) and train about 10 % slower (benchmarks/NOTES.md, "The suite at LLVM -O1" and
+    "The suite without XLA:CPU's fusion emitters"). Only code generation changes, not what is
     computed, so the suite still tests the graphs users run; `locomotion` itself keeps XLA's
-    defaults for long training runs (at -O2 the older emitters step 6-16 % slower). Set
-    XLA_FLAGS yourself to test with other settings."""
+    defaults for long training runs. Set XLA_FLAGS yourself to test with other settings."""
     flags = os.environ.get("XLA_FLAGS", "")
     if "--xla_backend_optimization_level" not in flags:
         flags += " --xla_backend_optimization_level=1"
