@@ -45,11 +45,16 @@ OUTSIDE = (
 
 def environment(**extra: str) -> dict[str, str]:
     env = {k: v for k, v in os.environ.items() if k not in OUTSIDE}
-    # Of XLA_FLAGS, only the suite's LLVM level (tests/conftest.py), so these processes compile
-    # as fast as the rest of the suite; every process a comparison runs gets the same flags.
-    level = [f for f in os.environ.get("XLA_FLAGS", "").split() if "optimization_level" in f]
-    if level:
-        env["XLA_FLAGS"] = " ".join(level)
+    # Of XLA_FLAGS, only the suite's code generation settings (tests/conftest.py: the LLVM
+    # level and the older fusion emitters), so these processes compile as fast as the rest of
+    # the suite; every process a comparison runs gets the same flags.
+    codegen = [
+        f
+        for f in os.environ.get("XLA_FLAGS", "").split()
+        if f.startswith(("--xla_backend_optimization_level", "--xla_cpu_use_fusion_emitters"))
+    ]
+    if codegen:
+        env["XLA_FLAGS"] = " ".join(codegen)
     return {**env, **extra}
 
 
