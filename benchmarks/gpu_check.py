@@ -18,12 +18,13 @@
    updates) with the gpu preset's settings at that many envs; compilation excluded.
 3. The gpu preset of quadruped_joystick trained from scratch until the walking bar or the time
    left: every `--check-every` iterations the deterministic policy walks in MJX, 100 envs x
-   10 s at vx = 0.5 m/s on the nominal robot (the setting of a run's eval.json); the bar is a
-   mean linear-velocity tracking error below 0.1 m/s with no falls. Reports the minutes and
-   control steps to the bar, training alone (compilation included) and with the checks; ends
-   with the task's own evaluation (`locomotion.evaluation.evaluate`, what eval.json holds) of
-   the last policy, on the same initial states as the checks, and exports that policy
-   (policy.onnx, policy.json, scene.xml in `--policy-dir`) for native replay elsewhere.
+   10 s at vx = 0.5 m/s on the nominal robot (the setting of a run's eval.json), through the
+   task's own evaluation (`locomotion.evaluation`, what eval.json holds, compiled once with
+   the parameters as an argument); the bar is a mean linear-velocity tracking error below
+   0.1 m/s with no falls. Reports the minutes and control steps to the bar, training alone
+   (compilation included) and with the checks; the last check's whole evaluation is the
+   final one, and that policy is exported (policy.onnx, policy.json, scene.xml in
+   `--policy-dir`) for native replay elsewhere.
    The run at the preset's size is the one whose first iterations step 2 timed: those
    iterations count towards the bar, and the run is compiled once.
 
@@ -32,8 +33,9 @@ short keeps what it measured; a size that fails (out of GPU memory, say) is reco
 error and the others go on. The whole run keeps within `--budget-minutes`: throughput gets at
 most 40 % of it, training what is left less a reserve for the final evaluation.
 `--sections` picks the parts (default: throughput and training; add `physics`).
-`--dry-run` uses 8 envs, 2 iterations and one 0.1 s evaluation episode, and compiles with
-XLA's optimizations off (it measures nothing, it shows that every step runs).
+`--dry-run` runs the smoke preset as `locomotion train --preset smoke` does (32 envs, 3
+iterations, checks of 8 envs x 1 s) and, unless XLA_FLAGS sets an optimization level,
+compiles with XLA's optimizations off: it measures nothing, it shows that every step runs.
 """
 
 from __future__ import annotations
@@ -53,32 +55,44 @@ from locomotion import gpu
 TASK = "quadruped_joystick"
 BAR_ERROR = 0.1  # [m/s] mean linear-velocity tracking error, and no falls
 # --dry-run on a CPU: XLA compiles the MJX graphs in about a third of the time, runs them slower.
-FAST_COMPILE = (
-    "--xla_backend_optimization_level=0 --xla_llvm_disable_expensive_passes=true "
-    "--xla_cpu_use_fusion_emitters=false"
-)
+FAST_COMPILE = gpu.CPU_FAST_COMPILE
 
 
 @dataclasses.dataclass(frozen=True)
 class Sizes:
-    """What one run measures: the real check, or the tiny `--dry-run`."""
+    """What one run measures: the real check, or the tiny `--dry-run`. None: the preset's."""
 
-    num_envs: tuple[int, ...]  # throughput sizes
+    num_envs: tuple[int, ...] | None  # throughput sizes; None: the preset's num_envs alone
     preset: str  # PPO settings for throughput and training
-    train_envs: int | None  # envs of the training run; None: the preset's
-    max_iterations: int | None  # None: the preset's num_iterations
+    train_envs: int | None  # envs of the training run
+    max_iterations: int | None  # the preset's num_iterations
     check_every: int  # iterations between walking checks
-    eval_envs: int
-    eval_seconds: float  # [s]
+    eval_envs: int | None  # the preset's final evaluation (RunConfig.eval_envs)
+    eval_seconds: float | None  # [s] (RunConfig.eval_seconds)
     unroll: int  # control steps per timed call of the bare step
     repeats: int  # timed calls per measurement
     policies: bool  # load the shipped policies in `info`
     reserve_seconds: float  # kept from training for the final evaluation
 
+    def of_preset(self, ppo_cfg, run_cfg) -> Sizes:
+        """These sizes with every None replaced by the preset's setting."""
+        train_envs = self.train_envs or ppo_cfg.num_envs
+        return dataclasses.replace(
+            self,
+            num_envs=self.num_envs or (train_envs,),
+            train_envs=train_envs,
+            max_iterations=self.max_iterations or run_cfg.num_iterations,
+            eval_envs=self.eval_envs or run_cfg.eval_envs,
+            eval_seconds=self.eval_seconds or run_cfg.eval_seconds,
+        )
+
 
 SECTIONS = ("physics", "throughput", "train")
 FULL = Sizes((8192, 16384, 4096), "gpu", None, None, 20, 100, 10.0, 24, 3, True, 60.0)
-DRY = Sizes((8,), "smoke", 8, 3, 1, 1, 0.1, 4, 1, False, 0.0)
+# The smoke preset as `locomotion train --preset smoke` runs it (32 envs, 3 iterations, the
+# final evaluation's 8 envs x 1 s): the same training and evaluation graphs, which the test
+# suite's run of it has already compiled (tests/test_end_to_end.py).
+DRY = Sizes(None, "smoke", None, None, 1, None, None, 4, 1, False, 0.0)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -109,8 +123,11 @@ def main(argv: list[str] | None = None) -> int:
         sizes = dataclasses.replace(sizes, num_envs=tuple(args.num_envs))
     if args.check_every:
         sizes = dataclasses.replace(sizes, check_every=args.check_every)
-    if args.dry_run:  # before JAX starts: compile in seconds what runs for milliseconds
-        os.environ["XLA_FLAGS"] = f"{os.environ.get('XLA_FLAGS', '')} {FAST_COMPILE}".strip()
+    flags = os.environ.get("XLA_FLAGS", "")
+    if args.dry_run and "--xla_backend_optimization_level" not in flags:
+        # Before JAX starts: compile in seconds what runs for milliseconds (unless the caller
+        # chose the code generation, as the test suite does).
+        os.environ["XLA_FLAGS"] = f"{flags} {FAST_COMPILE}".strip()
 
     settings = gpu.configure()  # before anything starts JAX's backend (locomotion/gpu.py)
     start = time.perf_counter()
@@ -137,7 +154,8 @@ def main(argv: list[str] | None = None) -> int:
 
     entry = registry.entry(TASK)
     ppo_cfg, run_cfg = entry.presets[sizes.preset]
-    train_cfg = dataclasses.replace(ppo_cfg, num_envs=sizes.train_envs or ppo_cfg.num_envs)
+    sizes = sizes.of_preset(ppo_cfg, run_cfg)
+    train_cfg = dataclasses.replace(ppo_cfg, num_envs=sizes.train_envs)
     env = entry.env_class(entry.env_config)
     runs: dict[int, Training] = {}  # the training run, once a size has started it
     report["sections"] = sections
@@ -198,7 +216,10 @@ class Training:
 
         t = time.perf_counter()
         wrapped = wrap_for_training(env, cfg.num_envs)
-        mesh = ppo.make_mesh(cfg.num_envs)
+        # As `locomotion train`: impl='warp' trains on one device (its contact buffers are
+        # shared by the whole batch).
+        warp = getattr(env, "impl", "jax") == "warp"
+        mesh = ppo.make_mesh(cfg.num_envs, max_devices=1 if warp else None)
         state = ppo.init(wrapped, cfg, jax.random.PRNGKey(seed), mesh)
         # The preset's iteration count fixes the learning-rate schedule, as in `locomotion train`.
         step = ppo.make_train_step(wrapped, cfg, run_cfg.num_iterations, mesh)
@@ -434,7 +455,7 @@ def train_to_bar(
     from locomotion.train import ppo
 
     cfg = run.cfg
-    iterations = sizes.max_iterations or entry.presets[sizes.preset][1].num_iterations
+    iterations = sizes.max_iterations
     eval_env = entry.env_class(entry.eval_env_config(entry.env_config))  # nominal, vx = 0.5
     num_steps = int(round(sizes.eval_seconds / eval_env.dt))
     key = jax.random.PRNGKey(seed + 1)  # the run's eval.json key (train/driver.py)

@@ -53,6 +53,15 @@ MEMORY_VARIABLES = (
     "XLA_PYTHON_CLIENT_ALLOCATOR",
 )
 
+# XLA:CPU settings for runs that compile large graphs and run them for seconds (smoke runs,
+# `benchmarks/gpu_check.py --dry-run`): LLVM at -O0 without its expensive passes and the
+# older loop-fusion emitters compile MJX graphs in about a third of XLA's default time, and
+# run them several times slower. Code generation only: what is computed is the same.
+CPU_FAST_COMPILE = (
+    "--xla_backend_optimization_level=0 --xla_llvm_disable_expensive_passes=true "
+    "--xla_cpu_use_fusion_emitters=false"
+)
+
 APPLIED: dict[str, str] = {}
 """Everything `configure` has set in this process (what `locomotion info` reports)."""
 

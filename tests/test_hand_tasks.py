@@ -4,6 +4,7 @@ the evaluation report, the goal ghost in the rendered scene, and a smoke run thr
 
 import dataclasses
 import json
+import os
 import subprocess
 import sys
 
@@ -14,7 +15,7 @@ import numpy as np
 import pytest
 from mujoco import mjx
 
-from locomotion import registry
+from locomotion import gpu, registry
 from locomotion.replay import NativeRunner, _summarize, eval_report
 from locomotion.tasks.hand_common import (
     axis_angle_quat,
@@ -387,11 +388,15 @@ def test_rotate_z_smoke_train_export_and_eval(tmp_path):
     """`locomotion train hand_rotate_z --preset smoke`, then `locomotion eval` on its export.
     The training's own final MJX evaluation and video are left out here: the pipeline runs
     them the same way for every task, and the quadruped's smoke run tests them
-    (tests/test_multiprocess.py); the hand's metrics are checked below, natively and in MJX."""
+    (tests/test_end_to_end.py); the hand's metrics are checked below, natively and in MJX."""
+
+    # XLA's optimizations off (locomotion.gpu.CPU_FAST_COMPILE): graphs that run for seconds.
+    env = dict(os.environ, XLA_FLAGS=gpu.CPU_FAST_COMPILE)
 
     def cli(*args):
         result = subprocess.run(
             [sys.executable, "-m", "locomotion.cli", *args],
+            env=env,
             capture_output=True,
             text=True,
             timeout=1200,

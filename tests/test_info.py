@@ -1,4 +1,5 @@
-"""`locomotion info`, the GPU settings (locomotion/gpu.py) and the GPU check's dry run, on CPU."""
+"""`locomotion info` and the GPU settings (locomotion/gpu.py), on CPU (the GPU check's dry run is
+tests/test_end_to_end.py's)."""
 
 import json
 import os
@@ -213,61 +214,6 @@ def test_detect_backend_without_starting_jax(clean_gpu_env, monkeypatch):
 
 
 @pytest.mark.slow
-def test_gpu_check_dry_run_writes_its_json(tmp_path):
-    out = tmp_path / "gpu_check.json"
-    result = subprocess.run(
-        [
-            sys.executable,
-            "benchmarks/gpu_check.py",
-            "--dry-run",
-            "--sections",
-            "physics,throughput,train",
-            "--out",
-            str(out),
-        ],
-        cwd=ROOT,
-        capture_output=True,
-        text=True,
-        timeout=900,
-    )
-    assert result.returncode == 0, result.stderr[-3000:]
-    report = json.loads(out.read_text())
-    assert report["dry_run"] is True and report["gpu_settings"] == {}
-    assert report["info"]["backend"] == "cpu" and report["total_minutes"] > 0
-
-    assert report["sections"] == ["physics", "throughput", "train"]
-    (physics,) = [r for r in report["physics"] if r["impl"] == "jax"]
-    assert physics["num_envs"] == 8 and physics["error"] is None and physics["finite"]
-    assert physics["physics_ctrl_steps_per_s"] > 0
-    assert 0.15 < physics["base_height"] < 0.35  # standing, not fallen through the floor
-    jax_rows = [r for r in report["throughput"] if r["impl"] == "jax"]
-    assert [r["num_envs"] for r in jax_rows] == [8]
-    assert jax_rows[0]["error"] is None
-    assert jax_rows[0]["env_steps_per_s"] > 0 and jax_rows[0]["train_steps_per_s"] > 0
-    (warp,) = [r for r in report["throughput"] if r["impl"] == "warp"]
-    assert warp.get("skipped") or warp.get("env_steps_per_s")  # measured, or says why not
-
-    t = report["train_to_bar"]
-    assert t["task"] == "quadruped_joystick" and t["bar"]["command"] == [0.5, 0.0, 0.0]
-    assert t["bar"]["lin_vel_error_below"] == 0.1
-    assert t["reached"] is False and t["minutes_to_bar"] is None  # 3 tiny iterations
-    assert t["stopped_by"] == "preset's iterations" and t["iterations"] == 3
-    assert t["checks"] and t["checks"][-1]["iteration"] == 3
-    for key in ("lin_vel_error", "fall_rate", "train_minutes", "minutes", "env_steps"):
-        assert isinstance(t["checks"][-1][key], (int, float)), key
-    # The last check is the task's evaluation of the final policy (locomotion.evaluation).
-    final = t["final_eval"]
-    assert final["eval/tracking/lin_vel_error"] == t["checks"][-1]["lin_vel_error"]
-    assert final["eval/episode_length_mean"] == 5.0  # 0.1 s at 50 Hz: standing, none fell
-    # The trained policy is exported as `locomotion export` writes it, and loads.
-    policy_dir = Path(t["policy_dir"])
-    assert policy_dir == tmp_path / "gpu_check_policy"
-    assert {"policy.onnx", "policy.json", "scene.xml"} <= {p.name for p in policy_dir.iterdir()}
-    from locomotion.policy import load
-
-    assert load(policy_dir).task == "quadruped_joystick"
-
-
 def test_flax_that_cannot_run_on_this_jax_is_refused_at_import(monkeypatch):
     """flax <= 0.12.6 on jax 0.11 failed deep in the first network init on a GPU machine."""
     from importlib import metadata

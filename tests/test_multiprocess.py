@@ -207,50 +207,6 @@ def test_checkpoints_resume_in_the_other_layout_and_continue_identically(pendulu
         assert [r["perf/iteration"] for r in read_metrics(run)] == [1, 2, 3, 4]
 
 
-@pytest.fixture(scope="module")
-def quadruped_run(procs, tmp_path_factory):
-    """`locomotion train quadruped_joystick --preset smoke` in 1 process x 2 devices, with its
-    final evaluation, export and video. (That 2 processes x 1 device train bit for bit as
-    1 x 2 is tested on the pendulum above: the mechanism is the task's pytree, whatever it
-    holds; a second quadruped run to compare cost about 3 minutes of the suite.)"""
-    run_dir = tmp_path_factory.mktemp("quadruped") / "one"
-    args = ["train", "quadruped_joystick", "--preset", "smoke", "--no-progress"]
-    result = procs.run([*args, "--run-dir", str(run_dir)], environment(JAX_NUM_CPU_DEVICES="2"))
-    assert result.returncode == 0, result.stderr[-3000:]
-    return run_dir
-
-
-@pytest.mark.slow
-def test_train_quadruped_smoke_end_to_end(quadruped_run):
-    """config, metrics, TensorBoard, checkpoints and the final evaluation all land in the run
-    directory, with an exported policy, learning curves and a short video."""
-    run_dir = quadruped_run
-    config = json.loads((run_dir / "config.json").read_text())
-    assert config["task"] == "quadruped_joystick" and config["ppo"]["num_envs"] == 32
-    rows = read_metrics(run_dir)
-    assert [r["perf/iteration"] for r in rows if "perf/iteration" in r] == [1, 2, 3]
-    assert all(
-        "reward/tracking_lin_vel" in r and "losses/total" in r
-        for r in rows
-        if "perf/iteration" in r
-    )
-    events = (run_dir / "tensorboard").iterdir()
-    assert any(p.name.startswith("events.out.tfevents") for p in events)
-    assert sorted(p.name for p in (run_dir / "checkpoints").iterdir()) == [
-        "ckpt_0000002.npz",
-        "ckpt_0000003.npz",
-    ]
-    for name in ("policy/policy.onnx", "policy/policy.json", "learning_curve.png", "video.mp4"):
-        assert (run_dir / name).is_file(), name
-    # The final evaluation: nominal robot, command vx = 0.5 m/s, 8 envs x 1 s. Three
-    # iterations teach no gait: the robots stand without falling, so the tracking error is
-    # about the whole commanded speed.
-    evaluation = json.loads((run_dir / "eval.json").read_text())
-    assert evaluation["eval/fall_rate"] == 0.0, evaluation
-    assert evaluation["eval/episode_length_mean"] == 50.0  # 1 s at 50 Hz, none ended early
-    assert 0.35 < evaluation["eval/tracking/lin_vel_error"] < 0.65, evaluation
-
-
 def wait_for_rows(run_dir: Path, peers, timeout=300):
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:

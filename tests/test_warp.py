@@ -20,7 +20,7 @@ from mujoco import mjx
 
 pytest.importorskip("warp", reason="the warp extra (warp-lang) is not installed")
 
-from locomotion import registry  # noqa: E402
+from locomotion import gpu, registry  # noqa: E402
 from locomotion.envs import TrainingWrapper  # noqa: E402
 from locomotion.replay import randomized_fields  # noqa: E402
 
@@ -168,7 +168,8 @@ def test_warp_trains_on_one_of_several_cpu_devices(tmp_path):
     args += ["--run.num-iterations", "1", "--run.video-seconds", "0", "--no-progress"]
     result = subprocess.run(
         [sys.executable, "-m", "locomotion.cli", *args, "--run-dir", str(tmp_path / "run")],
-        env=dict(os.environ, LOCOMOTION_CPU_DEVICES="2"),
+        # XLA's optimizations off (locomotion.gpu.CPU_FAST_COMPILE): one short iteration.
+        env=dict(os.environ, LOCOMOTION_CPU_DEVICES="2", XLA_FLAGS=gpu.CPU_FAST_COMPILE),
         capture_output=True,
         text=True,
         timeout=600,
