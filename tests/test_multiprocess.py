@@ -17,7 +17,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from locomotion import distributed
+from locomotion import distributed, gpu
 from locomotion.runlog import read_metrics
 from locomotion.train.driver import latest_checkpoint
 
@@ -45,16 +45,9 @@ OUTSIDE = (
 
 def environment(**extra: str) -> dict[str, str]:
     env = {k: v for k, v in os.environ.items() if k not in OUTSIDE}
-    # Of XLA_FLAGS, only the suite's code generation settings (tests/conftest.py: the LLVM
-    # level and the older fusion emitters), so these processes compile as fast as the rest of
-    # the suite; every process a comparison runs gets the same flags.
-    codegen = [
-        f
-        for f in os.environ.get("XLA_FLAGS", "").split()
-        if f.startswith(("--xla_backend_optimization_level", "--xla_cpu_use_fusion_emitters"))
-    ]
-    if codegen:
-        env["XLA_FLAGS"] = " ".join(codegen)
+    # XLA's optimizations off (locomotion.gpu.CPU_FAST_COMPILE): these runs compile graphs
+    # that run for seconds; every process a comparison runs gets the same flags.
+    env["XLA_FLAGS"] = gpu.CPU_FAST_COMPILE
     return {**env, **extra}
 
 
