@@ -75,22 +75,24 @@ os.environ.setdefault("LOCOMOTION_CPU_DEVICES", "1")
 
 import locomotion  # noqa: E402,F401  (sets XLA flags before jax starts)
 
-# The longest files first (in a fresh-clone run at 9de1b89, regrouped as the files are now:
-# about 11, 10, 6, 5, 4.5, 4, 3 and 3 minutes on 2 cores, then 3 or less), the rest in their
-# order, so that neither worker is left with a long file at the end while the other idles.
-# Every worker collects the same order, as pytest-xdist requires.
+# The longest files first (in a fresh-clone run at 0858955: about 11.5, 5, 5, 4.5, 4, 4, 3, 3,
+# 2.5, 2.5, 2.5 and 2 minutes on 2 cores, then 1 or less), the rest in their order, so that
+# neither worker is left with a long file at the end while the other idles. pytest-xdist
+# hands the files out in this order (`--no-loadscope-reorder` in pyproject.toml; its default
+# order, the most tests first, once left a 5-minute file of 2 tests for the end). Every worker
+# collects the same order, as pytest-xdist requires.
 LONGEST_FIRST = (
     "test_tasks.py",
     "test_end_to_end.py",
-    "test_multiprocess.py",
     "test_hand_tasks.py",
-    "test_shipped_policies.py",
     "test_rough.py",
-    "test_warp.py",
-    "test_brax.py",
+    "test_multiprocess.py",
+    "test_shipped_policies.py",
     "test_robustness.py",
     "test_export_replay.py",
+    "test_warp.py",
     "test_ppo.py",
+    "test_brax.py",
     "test_envs.py",
 )
 
