@@ -268,3 +268,15 @@ def pytest_sessionfinish(session, exitstatus):
             red=True,
         )
         session.exitstatus = pytest.ExitCode.TESTS_FAILED
+
+
+@pytest.fixture(scope="module")
+def procs():
+    """Starts `locomotion` processes for a test file (tests/test_multiprocess.py's `Processes`)
+    and kills whatever is left of them at the file's end; none may be left behind."""
+    from test_multiprocess import Processes, _children_of
+
+    p = Processes()
+    yield p
+    p.kill_all()
+    assert not _children_of(os.getpid()), "a test left processes behind"

@@ -8,13 +8,12 @@ reach the same policy and the same evaluation."""
 from __future__ import annotations
 
 import json
-import os
 import subprocess
 import sys
 from pathlib import Path
 
 import pytest
-from test_multiprocess import ROOT, Processes, _children_of, environment
+from test_multiprocess import ROOT, environment
 
 from locomotion import gpu
 from locomotion.runlog import read_metrics
@@ -22,14 +21,6 @@ from locomotion.runlog import read_metrics
 # Both processes: 2 CPU devices, and the dry run's own code generation (XLA's optimizations
 # off: a quarter of the suite's compile time for graphs that run for seconds).
 SETTINGS = {"JAX_NUM_CPU_DEVICES": "2", "XLA_FLAGS": gpu.CPU_FAST_COMPILE}
-
-
-@pytest.fixture(scope="module")
-def procs():
-    p = Processes()
-    yield p
-    p.kill_all()
-    assert not _children_of(os.getpid()), "a test left processes behind"
 
 
 @pytest.fixture(scope="module")

@@ -100,14 +100,6 @@ class Processes:
             proc.communicate()
 
 
-@pytest.fixture(scope="module")
-def procs():
-    p = Processes()
-    yield p
-    p.kill_all()
-    assert not _children_of(os.getpid()), "a test left processes behind"
-
-
 def _children_of(pid: int) -> list[int]:
     out = []
     for stat in Path("/proc").glob("[0-9]*/stat"):
