@@ -19,8 +19,8 @@
 3. The gpu preset of quadruped_joystick trained from scratch until the walking bar or the time
    left: every `--check-every` iterations the deterministic policy walks in MJX, 100 envs x
    10 s at vx = 0.5 m/s on the nominal robot (the setting of a run's eval.json), through the
-   task's own evaluation (`locomotion.evaluation`, what eval.json holds, compiled once with
-   the parameters as an argument); the bar is a mean linear-velocity tracking error below
+   run's own evaluation (`train/driver.py`'s `make_run_eval`, what eval.json holds, compiled
+   once with the parameters as an argument); the bar is a mean linear-velocity tracking error below
    0.1 m/s with no falls. Reports the minutes and control steps to the bar, training alone
    (compilation included) and with the checks; the last check's whole evaluation is the
    final one, and that policy is exported (policy.onnx, policy.json, scene.xml in
@@ -423,42 +423,30 @@ def _impl_unavailable(entry, impl: str) -> str | None:
     return None
 
 
-def make_walking_check(env, nets, cfg, num_envs: int, num_steps: int, key):
-    """`(params, obs_stats) -> eval`: the task's own MJX evaluation (`locomotion.evaluation`,
-    the sums behind a run's eval.json) of the deterministic policy for `num_steps` control
-    steps in `num_envs` envs, compiled once: the parameters are an argument, so checking
-    iteration after iteration compiles nothing new."""
-    import jax
-
-    from locomotion.evaluation import make_evaluate
-    from locomotion.train import ppo
-
-    def act(policy, obs):
-        params, obs_stats = policy
-        return ppo.policy_fn(nets, params, obs_stats, cfg)(obs)
-
-    run = make_evaluate(env, act, num_envs, num_steps, "fall")
-
-    def check(params, obs_stats) -> dict[str, float]:
-        return run(jax.device_get((params, obs_stats)), key)
-
-    return check
-
-
 def train_to_bar(
     entry, run: Training, sizes: Sizes, seed: int, deadline: float, out: dict, save
 ) -> None:
     """Train `run` on until the walking bar, its preset's iterations or `deadline`; fills
     `out` (and calls `save()` after every check)."""
-    import jax
-
-    from locomotion.train import ppo
+    from locomotion import config as config_io
+    from locomotion.train.driver import make_run_eval
 
     cfg = run.cfg
     iterations = sizes.max_iterations
-    eval_env = entry.env_class(entry.eval_env_config(entry.env_config))  # nominal, vx = 0.5
-    num_steps = int(round(sizes.eval_seconds / eval_env.dt))
-    key = jax.random.PRNGKey(seed + 1)  # the run's eval.json key (train/driver.py)
+    # The walking check is a run's own evaluation (what eval.json holds: nominal robot,
+    # vx = 0.5 m/s, the run's key), compiled once with the parameters as an argument.
+    run_cfg = entry.presets[sizes.preset][1]
+    check = make_run_eval(
+        run.env,
+        config_io.TrainConfig(
+            task=TASK,
+            env=entry.env_config,
+            ppo=cfg,
+            run=dataclasses.replace(
+                run_cfg, seed=seed, eval_envs=sizes.eval_envs, eval_seconds=sizes.eval_seconds
+            ),
+        ),
+    )
     limit = deadline - sizes.reserve_seconds
     out.update(
         task=TASK,
@@ -472,7 +460,7 @@ def train_to_bar(
             "fall_rate": 0.0,
             "eval_envs": sizes.eval_envs,
             "eval_seconds": sizes.eval_seconds,
-            "command": list(eval_env.config.fixed_command),
+            "command": list(entry.eval_env_config(entry.env_config).fixed_command),
         },
         reached=False,
         minutes_to_bar=None,
@@ -482,8 +470,6 @@ def train_to_bar(
         checks=[],
     )
     print(f"training {TASK} ({sizes.preset} preset, {cfg.num_envs} envs) until the walking bar")
-    nets = ppo.make_networks(run.env.action_size, cfg)
-    check = make_walking_check(eval_env, nets, cfg, sizes.eval_envs, num_steps, key)
     check_seconds = 0.0
     while out["stopped_by"] is None:
         todo = min(
@@ -491,7 +477,7 @@ def train_to_bar(
         )
         metrics = run.advance(todo) if todo > 0 else {}
         t = time.perf_counter()
-        final = check(run.state.params, run.state.obs_stats)
+        final = check(run.state)
         result = {
             "lin_vel_error": final["eval/tracking/lin_vel_error"],
             "fall_rate": final["eval/fall_rate"],
