@@ -54,8 +54,6 @@ from locomotion import gpu
 
 TASK = "quadruped_joystick"
 BAR_ERROR = 0.1  # [m/s] mean linear-velocity tracking error, and no falls
-# --dry-run on a CPU: XLA compiles the MJX graphs in about a third of the time, runs them slower.
-FAST_COMPILE = gpu.CPU_FAST_COMPILE
 
 
 @dataclasses.dataclass(frozen=True)
@@ -127,7 +125,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.dry_run and "--xla_backend_optimization_level" not in flags:
         # Before JAX starts: compile in seconds what runs for milliseconds (unless the caller
         # chose the code generation, as the test suite does).
-        os.environ["XLA_FLAGS"] = f"{flags} {FAST_COMPILE}".strip()
+        os.environ["XLA_FLAGS"] = f"{flags} {gpu.CPU_FAST_COMPILE}".strip()
 
     settings = gpu.configure()  # before anything starts JAX's backend (locomotion/gpu.py)
     start = time.perf_counter()
