@@ -169,6 +169,31 @@ def kept(env: Env, key: Any, make: Callable[[], Any]) -> Any:
     return traces[1][key]
 
 
+# XLA options for a graph that runs a few times per compilation, where compiling is most of
+# its cost: an episode's reset in a native replay, a training run's first batch of states.
+# LLVM at -O0 without its expensive passes, the options of `jax.jit` (per graph; the process's
+# XLA_FLAGS stay as they are, and `locomotion.gpu.CPU_FAST_COMPILE` is the same setting for
+# a whole process). quadruped_joystick on the 2-core CPU (benchmarks/NOTES.md, "Graphs that
+# run briefly compile at -O0"): one env's reset compiles in 6.1 s instead of 10.0, the training
+# wrapper's reset of 8 envs in 19 s instead of 27, and runs two to three times slower. Code
+# generation only: what is computed is the same.
+BRIEF_RUN = {"xla_backend_optimization_level": 0, "xla_llvm_disable_expensive_passes": True}
+
+
+def jit_brief(fn: Callable, **kwargs) -> Callable:
+    """`jax.jit(fn, **kwargs)` compiled with `BRIEF_RUN`, for a graph called a few times. It
+    cannot be nested in another jit (JAX takes compiler options at the top level only):
+    inside a jitted caller, `fn` compiles with the caller's options."""
+    return jax.jit(fn, compiler_options=BRIEF_RUN, **kwargs)
+
+
+def episode_reset(env: Env) -> Callable[[jax.Array], State]:
+    """`env.reset` for calls once per episode (one env, outside any batched graph: the native
+    replay's resets), compiled with `BRIEF_RUN` and kept with the env's traces: it traces
+    nothing more than `env.reset` did."""
+    return kept(env, "episode reset", lambda: jit_brief(env.reset))
+
+
 # Per-step count of envs restarted because their physics or observation went non-finite; PPO
 # logs its sum per iteration (a count, where other step metrics are means).
 NONFINITE_RESETS = "perf/nonfinite_resets"

@@ -28,7 +28,7 @@ import numpy as np
 from mujoco import mjx
 
 from locomotion import registry
-from locomotion.envs import State, kept
+from locomotion.envs import State, episode_reset, kept
 from locomotion.evaluation import nominal_config
 from locomotion.policy import Policy
 
@@ -154,7 +154,7 @@ class NativeRunner:
         self.data = mujoco.MjData(self.model)
         self.perturb = perturb
         # The task code, jitted once per env (`kept`): every runner of this env shares it.
-        self._reset = env.reset  # jitted by `Env`
+        self._reset = episode_reset(env)  # once per episode: compiled for a brief run
         self._before, self._after, self._observe, self._randomized = kept(
             env, "native replay", lambda: _task_code(env, jax.jit)
         )
@@ -370,7 +370,8 @@ def _reset_lanes(env, keys: jax.Array) -> tuple[State, list[State]]:
     """The batch of initial states of `keys` and each lane's (as numpy arrays), reset one key
     at a time: the states `NativeRunner.reset` starts from, and a reset graph of one env,
     compiled once for every evaluation of this env whatever its batch size."""
-    lanes = [jax.device_get(env.reset(k)) for k in keys]
+    reset = episode_reset(env)
+    lanes = [jax.device_get(reset(k)) for k in keys]
     return jax.tree.map(lambda *x: jp.asarray(np.stack(x)), *lanes), lanes
 
 

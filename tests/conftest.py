@@ -134,24 +134,23 @@ def _release_compiled_graphs():
 def short_quadruped_episodes():
     """A function of `impl`: quadruped_joystick with 0.2 s episodes (10 control steps) and no
     zero commands in the training wrapper, 8 envs, and its reset and step jitted apart, made
-    once per test file (tests/test_envs.py runs it with jax, and against warp)."""
+    once per test file (tests/test_envs.py runs it with jax, and against warp). The tests run
+    25 steps: both compile for a brief run (`jit_brief`, locomotion/envs.py)."""
     made = {}
 
     def make(impl: str = "jax"):
         if impl not in made:
             import dataclasses
 
-            import jax
-
             from locomotion import registry
-            from locomotion.envs import TrainingWrapper
+            from locomotion.envs import TrainingWrapper, jit_brief
 
             entry = registry.entry("quadruped_joystick")
             config = dataclasses.replace(
                 entry.env_config, impl=impl, episode_seconds=0.2, zero_command_prob=0.0
             )
             wrapper = TrainingWrapper(entry.env_class(config), 8)
-            made[impl] = wrapper, jax.jit(wrapper.reset), jax.jit(wrapper.step)
+            made[impl] = wrapper, jit_brief(wrapper.reset), jit_brief(wrapper.step)
         return made[impl]
 
     return make

@@ -18,6 +18,18 @@ if tuple(int(p) for p in jax.__version__.split(".")[:2]) >= (0, 10):
     pytest.skip("brax 0.14.2 needs jax < 0.10 (jax.device_put_replicated)", allow_module_level=True)
 
 
+@pytest.fixture
+def brief_compiles():
+    """XLA's optimizations off for every graph the test compiles, brax's own jits included,
+    which take no compiler options (JAX's `jax_disable_most_optimizations`: LLVM at -O0
+    without its expensive passes, as `BRIEF_RUN` in locomotion/envs.py). Three tiny epochs,
+    where compiling is nearly all of the cost."""
+    before = jax.config.read("jax_disable_most_optimizations")
+    jax.config.update("jax_disable_most_optimizations", True)
+    yield
+    jax.config.update("jax_disable_most_optimizations", before)
+
+
 def train_with_brax(task: str, num_envs: int, unroll: int, epochs: int):
     """brax PPO for `epochs` training epochs (one iteration each); returns the number of times
     the task's step and reset were traced at each epoch's end, and the final parameters."""
@@ -64,7 +76,7 @@ def train_with_brax(task: str, num_envs: int, unroll: int, epochs: int):
 @pytest.mark.parametrize(
     "task, num_envs, unroll", [("pendulum_swingup", 64, 20), ("quadruped_joystick", 16, 8)]
 )
-def test_brax_ppo_trains_our_task_compiling_its_step_once(task, num_envs, unroll):
+def test_brax_ppo_trains_our_task_compiling_its_step_once(task, num_envs, unroll, brief_compiles):
     seen, params = train_with_brax(task, num_envs, unroll, epochs=3)
     # policy_params_fn runs once before training and after each of the 3 epochs.
     assert len(seen) == 4 and seen[0]["step"] == 0

@@ -17,6 +17,7 @@ from locomotion import registry
 from locomotion.cat import wrap_for_training
 from locomotion.checkpoint import CheckpointError
 from locomotion.cli import main
+from locomotion.envs import episode_reset, jit_brief
 from locomotion.export import export
 from locomotion.policy import SHIPPED_DIR, load
 from locomotion.replay import eval_env
@@ -78,8 +79,8 @@ def test_onnx_matches_jax_policy(tmp_path, policy):
 def test_native_and_mjx_observations_agree_on_the_same_state():
     policy = load(SHIPPED)
     env = eval_env(policy)
-    state = env.reset(jax.random.PRNGKey(3))
-    step = env.step  # jitted by `Env`, as env.reset
+    state = episode_reset(env)(jax.random.PRNGKey(3))  # the replay's reset
+    step = jit_brief(env.step)  # 21 steps: compiled for a brief run
     for i in range(20):
         state = step(state, 0.5 * jp.sin(jp.arange(12.0) + i))
     # The same state as a native MjData, back into the task's observation code the way

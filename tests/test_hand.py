@@ -10,6 +10,7 @@ import numpy as np
 import pytest
 from mujoco import mjx
 
+from locomotion.envs import jit_brief
 from locomotion.robots import HAND, ROBOTS, load_model
 from locomotion.robots.hand import FINGERS
 
@@ -174,7 +175,7 @@ def test_fingertip_press_is_stiff(model):
 
 def test_mjx_matches_native_with_cube_in_grasp(model):
     """Step C MuJoCo and MJX from the same in-grasp state; compare the cube's pose."""
-    step = jax.jit(mjx.step)
+    step = jit_brief(mjx.step)  # 50 steps: compiled for a brief run
     mx = mjx.put_model(model)
     cube = _cube_qpos(model)
     n = 50  # 0.25 s of physics

@@ -16,6 +16,7 @@ import pytest
 from mujoco import mjx
 
 from locomotion import gpu, registry
+from locomotion.envs import episode_reset, jit_brief
 from locomotion.replay import NativeRunner, _summarize, eval_report
 from locomotion.tasks.hand_common import (
     axis_angle_quat,
@@ -44,13 +45,15 @@ _EVAL_ENVS = {}
 
 def _eval_env(name: str):
     """A task with evaluation settings (nominal physics, clean observations), its jitted reset
-    and step; built once per test session (each jitted step compiles in about 40 s on CPU).
-    Randomized steps of every task are tested in test_tasks.py."""
+    and step, for the few steps each test takes; built once per test session (each jitted step
+    compiles in about 40 s on CPU). The reset is the native replay's (`episode_reset`: the
+    shipped rotate policy's evaluation loads it from the run's compilation cache), the step
+    compiles for a brief run too. Randomized steps of every task are tested in test_tasks.py."""
     if name not in _EVAL_ENVS:
         entry = registry.entry(name)
         env = entry.env_class(entry.eval_env_config(entry.env_config))
         assert not env.config.randomize and env.config.obs_noise == 0.0
-        _EVAL_ENVS[name] = (env, env.reset, env.step)  # jitted by `Env`
+        _EVAL_ENVS[name] = (env, episode_reset(env), jit_brief(env.step))
     return _EVAL_ENVS[name]
 
 
@@ -312,7 +315,7 @@ def test_native_and_mjx_observations_agree_on_the_same_state(rotate_eval):
     observe = jax.jit(env.observation)
     key = jax.random.PRNGKey(0)
     via_native = observe(mjx.put_data(model, native), state.info, key)
-    via_mjx = observe(jax.jit(mjx.forward)(env.mjx_model, dx), state.info, key)
+    via_mjx = observe(jit_brief(mjx.forward)(env.mjx_model, dx), state.info, key)
     np.testing.assert_allclose(via_native["state"], state.obs["state"], atol=1e-6)
     np.testing.assert_allclose(via_native["state"], via_mjx["state"], atol=1e-6)
     # Critic: float32 vs float64 kinematics (1e-5). Fingertip touch, log(1 + N), compares two

@@ -12,7 +12,7 @@ import pytest
 from mujoco import mjx
 
 from locomotion import registry
-from locomotion.envs import TrainingWrapper
+from locomotion.envs import TrainingWrapper, jit_brief
 from locomotion.tasks.quadruped_rough import QuadrupedRough, QuadrupedRoughConfig
 
 SHORT = QuadrupedRoughConfig(episode_seconds=0.1, fixed_command=(0.5, 0.0, 0.0), max_init_level=6)
@@ -34,8 +34,8 @@ def rollout():
     its class at the registered settings, steps 1000 times in tests/test_tasks.py)."""
     env = QuadrupedRough(SHORT)
     wrapped = TrainingWrapper(env, 8)
-    first = jax.jit(wrapped.reset)(jax.random.PRNGKey(1))
-    step = jax.jit(wrapped.step)
+    first = jit_brief(wrapped.reset)(jax.random.PRNGKey(1))
+    step = jit_brief(wrapped.step)  # 60 steps: compiled for a brief run
     state = first
     columns = np.asarray(state.info["terrain_column"])
     level = np.asarray(state.info["terrain_level"])
@@ -166,7 +166,7 @@ def test_feet_clearance_reads_foot_speed_and_height_above_the_terrain(env):
     mujoco.mj_kinematics(m, d)
     mujoco.mj_comPos(m, d)
     mujoco.mj_comVel(m, d)
-    data = jax.jit(mjx.forward)(mjx.put_model(m), mjx.put_data(m, d))
+    data = jit_brief(mjx.forward)(mjx.put_model(m), mjx.put_data(m, d))
     eps = 1e-6
     moved = mujoco.MjData(m)
     moved.qpos[:] = d.qpos

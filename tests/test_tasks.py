@@ -11,6 +11,7 @@ import pytest
 
 from locomotion import registry
 from locomotion.cat import wrap_for_training
+from locomotion.envs import episode_reset, jit_brief
 
 STEPS = 1000
 
@@ -47,8 +48,9 @@ ORDER = sorted(registry.names(), key=lambda name: name == "quadruped_cat")
 
 @pytest.mark.parametrize("name", ORDER)
 def test_task_runs_1000_randomized_steps(name, task_env):
-    """The task's own jitted reset and step (one env, the graphs `Env` keeps and every other
-    caller of `env.reset` and `env.step` on the registered settings compiles:
+    """The task's own jitted reset and step (one env: the step `Env` keeps, the reset as a
+    native replay compiles it for a call per episode, `episode_reset`; every other caller on
+    the registered settings compiles the same graphs, and
     `test_quadruped_cat_declares_what_it_computes` below steps quadruped_cat's), 1000
     randomized steps with a reset wherever an episode ends or reaches its time limit, and the
     training wrapper's automatic reset built around each task class (traced, not compiled:
@@ -70,7 +72,8 @@ def test_task_runs_1000_randomized_steps(name, task_env):
 
     check = STEP_CHECKS.get(name.split("_")[0])
     actions = np.random.default_rng(0).uniform(-1, 1, (STEPS, env.action_size))
-    state = env.reset(jax.random.PRNGKey(0))
+    reset = episode_reset(env)  # as native replays compile it: for a call per episode
+    state = reset(jax.random.PRNGKey(0))
     ended, t = 0, 0
     for i, action in enumerate(actions.astype(np.float32)):
         nstate = env.step(state, action)
@@ -83,7 +86,7 @@ def test_task_runs_1000_randomized_steps(name, task_env):
         t += 1
         if float(nstate.done) or t == env.episode_length:
             ended += 1
-            state, t = env.reset(jax.random.PRNGKey(i + 1)), 0
+            state, t = reset(jax.random.PRNGKey(i + 1)), 0
         else:
             state = nstate
     # 1000 steps reach every task's time limit: at least one episode ended (and reset).
@@ -147,7 +150,7 @@ def test_quadruped_cat_declares_what_it_computes(task_env):
     """CaT's declarations on the registered task (here, not in test_cat.py, and right after
     the randomized steps above, so that it steps the env `task_env` compiled them for)."""
     env = task_env("quadruped_cat")
-    state = env.reset(jax.random.PRNGKey(0))
+    state = episode_reset(env)(jax.random.PRNGKey(0))
     declared = {c.name for c in env.constraints}
     assert set(state.info["violations"]) == declared
     assert {f"constraint/{n}" for n in declared} <= set(state.metrics)
@@ -197,11 +200,12 @@ def test_invalid_config_values_are_rejected():
 @pytest.fixture(scope="module")
 def joystick():
     """quadruped_joystick with 3 frames of history, its reset and step jitted once for the
-    tests below (each distinct graph costs about a minute of the suite to compile)."""
+    tests below (each distinct graph costs about a minute of the suite to compile), for the
+    few steps they take: compiled for a brief run (`jit_brief`, locomotion/envs.py)."""
     from locomotion.tasks.quadruped_joystick import QuadrupedJoystickConfig
 
     env = registry.make("quadruped_joystick", QuadrupedJoystickConfig(history=3))
-    return env, env.reset, env.step  # jitted by `Env`
+    return env, episode_reset(env), jit_brief(env.step)
 
 
 def test_joystick_falls_terminate(joystick):

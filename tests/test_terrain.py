@@ -11,6 +11,7 @@ import pytest
 from mujoco import mjx
 
 from locomotion import terrain as T
+from locomotion.envs import jit_brief
 from locomotion.robots import QUADRUPED, load_model
 
 SMALL = T.TerrainConfig(
@@ -168,10 +169,10 @@ _STEPPERS = {}
 
 
 def stepper(m):
-    """50 mjx.step calls, compiled once per model."""
+    """50 mjx.step calls, compiled once per model (for a brief run: a few calls)."""
     if id(m) not in _STEPPERS:
         mx = mjx.put_model(m)
-        run = jax.jit(lambda dx: jax.lax.fori_loop(0, 50, lambda _, s: mjx.step(mx, s), dx))
+        run = jit_brief(lambda dx: jax.lax.fori_loop(0, 50, lambda _, s: mjx.step(mx, s), dx))
         _STEPPERS[id(m)] = (mx, run)
     return _STEPPERS[id(m)]
 

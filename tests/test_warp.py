@@ -21,7 +21,7 @@ from mujoco import mjx
 pytest.importorskip("warp", reason="the warp extra (warp-lang) is not installed")
 
 from locomotion import gpu, registry  # noqa: E402
-from locomotion.envs import TrainingWrapper  # noqa: E402
+from locomotion.envs import TrainingWrapper, jit_brief  # noqa: E402
 from locomotion.replay import randomized_fields  # noqa: E402
 
 NUM_ENVS = 8
@@ -147,7 +147,7 @@ def test_warp_at_the_models_solver_iterations():
             qvel=jp.asarray(d.qvel, jp.float32),
             ctrl=jp.asarray(d.ctrl, jp.float32),
         )
-        dx = jax.jit(mjx.step)(env.mjx_model, dx)
+        dx = jit_brief(mjx.step)(env.mjx_model, dx)  # one step
         native = mujoco.MjData(m)  # no warm start, as the MJX data
         native.qpos[:], native.qvel[:], native.ctrl[:] = d.qpos, d.qvel, d.ctrl
         mujoco.mj_step(m, native)

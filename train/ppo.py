@@ -21,7 +21,7 @@ from flax import struct
 from jax.sharding import Mesh, NamedSharding, PartitionSpec
 
 from locomotion import distributed
-from locomotion.envs import NONFINITE_RESETS, State, TrainingWrapper
+from locomotion.envs import NONFINITE_RESETS, State, TrainingWrapper, jit_brief
 from locomotion.train.config import PPOConfig
 from locomotion.train.losses import compute_gae, ppo_loss
 from locomotion.train.networks import (
@@ -104,8 +104,9 @@ def init(env: TrainingWrapper, cfg: PPOConfig, key: jax.Array, mesh: Mesh) -> Tr
     nets = make_networks(env.action_size, cfg)
     key_actor, key_critic, key_env, key = jax.random.split(key, 4)
     # Reset under jit straight into the batch sharding: each process computes only the
-    # environments of its own devices (the per-env keys are split from one key inside).
-    env_state = jax.jit(env.reset, out_shardings=NamedSharding(mesh, PartitionSpec("batch")))(
+    # environments of its own devices (the per-env keys are split from one key inside). It
+    # runs once: compiled for a brief run (`jit_brief`).
+    env_state = jit_brief(env.reset, out_shardings=NamedSharding(mesh, PartitionSpec("batch")))(
         distributed.put(key_env, NamedSharding(mesh, PartitionSpec()))
     )
     # The sizes from the reset state, not `env.observation_size`: that traces the task's
