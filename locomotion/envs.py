@@ -153,7 +153,19 @@ class _TracedOnce:
         if env is None:
             return self.fn
         # Keyed by function: a subclass's method and its super()'s differ.
-        return kept(env, self.fn, lambda: jax.jit(self.fn.__get__(env)))
+        return kept(env, self.fn, lambda: jax.jit(own_function(self.fn.__get__(env))))
+
+
+def own_function(method: Callable) -> Callable:
+    """A bound method as a function object of its own, for `jax.jit`. JAX caches traces by
+    the function while it lives, and two bound methods of one object compare equal: a jit made
+    after an attribute of the env changed would take the trace made before it whenever the
+    earlier jit is still held (by a replay runner, a caller's variable), and compute with the
+    old value. A `functools.partial` equals only itself. (Any other callable: as it is.)"""
+    owner = getattr(method, "__self__", None)
+    if owner is None or not hasattr(method, "__func__"):
+        return method
+    return functools.partial(method.__func__, owner)
 
 
 def kept(env: Env, key: Any, make: Callable[[], Any]) -> Any:

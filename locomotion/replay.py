@@ -28,7 +28,7 @@ import numpy as np
 from mujoco import mjx
 
 from locomotion import registry
-from locomotion.envs import State, episode_reset, kept
+from locomotion.envs import State, episode_reset, kept, own_function
 from locomotion.evaluation import nominal_config
 from locomotion.policy import Policy
 
@@ -359,10 +359,10 @@ def _task_code(env, jit: Callable) -> tuple:
     after_physics, observation, randomized_model (None for a task without one)."""
     randomized = getattr(env, "randomized_model", None)
     return (
-        jit(env.before_physics),
-        jit(env.after_physics),
-        jit(env.observation),
-        None if randomized is None else jit(randomized),
+        jit(own_function(env.before_physics)),
+        jit(own_function(env.after_physics)),
+        jit(own_function(env.observation)),
+        None if randomized is None else jit(own_function(randomized)),
     )
 
 

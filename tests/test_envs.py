@@ -7,7 +7,15 @@ import jax.numpy as jp
 import numpy as np
 import pytest
 
-from locomotion.envs import NONFINITE_RESETS, Env, State, TrainingWrapper
+from locomotion.envs import (
+    BRIEF_RUN,
+    NONFINITE_RESETS,
+    Env,
+    State,
+    TrainingWrapper,
+    episode_reset,
+    jit_brief,
+)
 
 
 class Dice(Env):
@@ -201,3 +209,30 @@ def test_reset_is_traced_once_per_env_however_many_graphs_call_it():
     other.__dict__["offset"] = 100.0  # not through setattr: only a copy's own traces see it
     assert float(other.reset(key).info["number"]) == pytest.approx(before + 100.0)
     assert float(env.reset(key).info["number"]) == pytest.approx(before + 10.0)
+
+
+def test_episode_reset_is_the_kept_reset_compiled_for_a_brief_run():
+    """`episode_reset` (the native replay's reset, once per episode) reuses the env's one
+    trace of its reset, is kept with it (the same compiled function for every caller until
+    an attribute of the env changes) and computes what `env.reset` computes; XLA accepts
+    `BRIEF_RUN`'s options (it refuses a name it does not know). After an attribute changes,
+    the next reset traces anew even while the earlier one is still held (`reset` below):
+    JAX caches a trace by its function while that lives, and jitting the bound method
+    `env.reset` again (an equal object) took the old trace and the old offset
+    (`own_function` in locomotion/envs.py)."""
+    env = CountedDice()
+    key = jax.random.PRNGKey(3)
+    reset = episode_reset(env)
+    assert episode_reset(env) is reset
+    first = float(reset(key).info["number"])
+    assert first == float(env.reset(key).info["number"])
+    assert len(env.traces) == 1
+    env.offset = 10.0
+    assert episode_reset(env) is not reset
+    assert float(episode_reset(env)(key).info["number"]) == pytest.approx(first + 10.0)
+    assert float(env.reset(key).info["number"]) == pytest.approx(first + 10.0)
+    assert float(reset(key).info["number"]) == first  # the one held keeps its graph
+    assert len(env.traces) == 2
+    assert float(jit_brief(lambda x: 2.0 * x)(jp.ones(()))) == 2.0
+    with pytest.raises(Exception, match="No such compile option"):
+        jax.jit(lambda x: x, compiler_options={**BRIEF_RUN, "xla_no_such_option": 0})(1.0)
