@@ -86,6 +86,11 @@ def test_gpu_check_dry_run_writes_its_json(quadruped_run, tmp_path):
     assert report["info"]["backend"] == "cpu" and report["total_minutes"] > 0
 
     assert report["sections"] == ["physics", "throughput", "train"]
+    # Every row measured or skipped with its reason: a row's error is caught and written into
+    # it (so that one failing measurement does not cost a GPU session the others), which is
+    # how the warp row's failure on two devices went unnoticed.
+    for row in report["physics"] + report["throughput"]:
+        assert row.get("skipped") or row["error"] is None, row
     (physics,) = [r for r in report["physics"] if r["impl"] == "jax"]
     assert physics["num_envs"] == 32 and physics["error"] is None and physics["finite"]
     assert physics["physics_ctrl_steps_per_s"] > 0
