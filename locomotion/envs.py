@@ -46,14 +46,14 @@ class Env(abc.ABC):
     `strong_types`): a compiled step then returns exactly the types it was given, so any
     wrapper around it (ours, brax's) compiles it once, not a second time after the first call.
 
-    They are also traced once per env (and argument shapes), however many compiled graphs
-    call them (`TrainingWrapper`'s reset and step, a training iteration, the evaluation,
-    `observation_size`): each is a `jax.jit` of the bound method, made on first use and kept
-    on the env, which XLA inlines into every graph that calls it, so what is compiled and
-    computed is the same. Tracing MJX is slow (hand_rotate_z's reset about 8 s on a CPU core):
-    quadruped_joystick's wrapper reset and step trace in 11.6 s instead of 20.5 s. Setting an
-    attribute of the env (a new MJX model, say) drops the kept traces: the next call traces the
-    env as it is then.
+    They are also traced once per env (and argument shapes), however many compiled graphs call
+    them (`TrainingWrapper`'s reset and step, a training iteration, the evaluation,
+    `observation_size`): each is a `jax.jit` of the method bound to the env (`own_function`),
+    made on first use and kept on the env, which XLA inlines into every graph that calls it, so
+    what is compiled and computed is the same. Tracing MJX is slow (hand_rotate_z's reset about
+    8 s on a CPU core): quadruped_joystick's wrapper reset and step trace in 11.6 s instead of
+    20.5 s. Setting an attribute of the env (a new MJX model, say) drops the kept traces: the
+    next call traces the env as it is then.
     """
 
     episode_length: int
