@@ -188,7 +188,8 @@ def kept(env: Env, key: Any, make: Callable[[], Any]) -> Any:
 # a whole process). quadruped_joystick on the 2-core CPU (benchmarks/NOTES.md, "Graphs that
 # run briefly compile at -O0"): one env's reset compiles in 6.1 s instead of 10.0, the training
 # wrapper's reset of 8 envs in 19 s instead of 27, and runs two to three times slower. Code
-# generation only: what is computed is the same.
+# generation only: the same computation, though not always bit for bit (a few float32
+# operations round differently, e.g. without fused multiply-adds).
 BRIEF_RUN = {"xla_backend_optimization_level": 0, "xla_llvm_disable_expensive_passes": True}
 
 
