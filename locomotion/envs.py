@@ -194,10 +194,13 @@ BRIEF_RUN = {"xla_backend_optimization_level": 0, "xla_llvm_disable_expensive_pa
 
 
 def jit_brief(fn: Callable, **kwargs) -> Callable:
-    """`jax.jit(fn, **kwargs)` compiled with `BRIEF_RUN`, for a graph called a few times. It
-    cannot be nested in another jit (JAX takes compiler options at the top level only):
-    inside a jitted caller, `fn` compiles with the caller's options."""
-    return jax.jit(fn, compiler_options=BRIEF_RUN, **kwargs)
+    """`jax.jit(fn, **kwargs)` compiled with `BRIEF_RUN`, for a graph called a few times, on
+    a CPU backend (measured there; elsewhere, until measured, a plain `jax.jit`: a GPU session
+    is too scarce to find out there that -O0 breaks a kernel). It cannot be nested in another
+    jit (JAX takes compiler options at the top level only): inside a jitted caller, `fn`
+    compiles with the caller's options."""
+    options = BRIEF_RUN if jax.default_backend() == "cpu" else None
+    return jax.jit(fn, compiler_options=options, **kwargs)
 
 
 def episode_reset(env: Env) -> Callable[[jax.Array], State]:
