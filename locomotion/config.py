@@ -49,6 +49,7 @@ ADDED_FIELDS = {
     "feet_slip": 0.0,  # the quadruped's foot-slip penalty: none before
     "heading_command": False,  # the terrain tasks' heading commands: yaw rates before
     "heading_gain": 0.5,
+    "clean_obs_share": 0.0,  # the quadruped's per-episode clean observations: none before
 }
 
 

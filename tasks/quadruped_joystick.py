@@ -75,6 +75,10 @@ class QuadrupedJoystickConfig:
     resample_seconds: float = 5.0  # [s] commands are redrawn this often within an episode
     fixed_command: tuple[float, float, float] | None = None  # evaluation: always this command
     obs_noise: float = 1.0  # multiplies every NoiseScales entry (0 = clean observations)
+    # Share of episodes, drawn per episode, whose actor observations carry no noise: the
+    # clean inputs a nominal evaluation (and a well-filtered robot) feeds the policy are then
+    # part of training too, not only noisy ones around them.
+    clean_obs_share: float = 0.0
     noise: NoiseScales = NoiseScales()
     rewards: RewardScales = RewardScales()
     only_positive_rewards: bool = True  # clip the shaped reward at 0 (termination added after)
@@ -108,6 +112,8 @@ class QuadrupedJoystickConfig:
             raise ValueError("history must be >= 1")
         if not 0 <= self.zero_command_prob <= 1:
             raise ValueError("zero_command_prob must be in [0, 1]")
+        if not 0 <= self.clean_obs_share <= 1:
+            raise ValueError("clean_obs_share must be in [0, 1]")
 
 
 class QuadrupedJoystick(MjxEnv):
@@ -172,6 +178,9 @@ class QuadrupedJoystick(MjxEnv):
             "params": params,
             **spawn_info,
         }
+        if c.clean_obs_share > 0:  # (only then, so states keep their structure otherwise)
+            clean = jax.random.uniform(jax.random.fold_in(key, 13)) < c.clean_obs_share
+            info["obs_noise"] = jp.where(clean, 0.0, c.obs_noise)
         info = self.steer(info, data, jp.ones((), bool), key_cmd)
         info["history"] = jp.tile(self.proprio_frame(data, info), c.history - 1)
         metrics = {f"reward/{name}": jp.zeros(()) for name in self.reward_names}
@@ -275,9 +284,14 @@ class QuadrupedJoystick(MjxEnv):
         )
 
     # ----------------------------------------------------------------------------- observation
+    def noise_scale(self, info: dict) -> jax.Array | float:
+        """This episode's multiplier of the actor's observation noise: `obs_noise`, or 0 in
+        the episodes `clean_obs_share` draws clean."""
+        return info.get("obs_noise", self.config.obs_noise)
+
     def observation(self, data: mjx.Data, info: dict, key: jax.Array) -> dict[str, jax.Array]:
         """Actor and critic observations; the single definition used by training and replay."""
-        c, n = self.config, self.config.noise
+        n = self.config.noise
         gyro = self.sensor(data, "gyro")
         gravity = self.projected_gravity(data)
         joint_pos = data.qpos[7:] - self.default_pose
@@ -285,8 +299,9 @@ class QuadrupedJoystick(MjxEnv):
         clean = [gyro, gravity, info["command"], joint_pos, joint_vel, info["last_action"]]
         sigmas = [n.gyro, n.gravity, 0.0, n.joint_pos, n.joint_vel, 0.0]
         keys = jax.random.split(key, len(clean))
+        scale = self.noise_scale(info)
         noisy = [
-            x + c.obs_noise * s * jax.random.normal(k, x.shape)
+            x + scale * s * jax.random.normal(k, x.shape)
             for x, s, k in zip(clean, sigmas, keys, strict=True)
         ]
         p = info["params"]

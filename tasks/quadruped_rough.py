@@ -330,10 +330,11 @@ class QuadrupedRough(QuadrupedJoystick):
         if not c.height_scan:
             return {**out, "state": obs["state"]}
         key_noise, key_drop = jax.random.split(jax.random.fold_in(key, 11))
-        noisy = scan + c.obs_noise * (
+        scale = self.noise_scale(info)
+        noisy = scan + scale * (
             info["scan_offset"] + c.scan_noise * jax.random.normal(key_noise, scan.shape)
         )
-        dropped = jax.random.uniform(key_drop, scan.shape) < c.scan_dropout * c.obs_noise
+        dropped = jax.random.uniform(key_drop, scan.shape) < c.scan_dropout * scale
         noisy = jp.clip(jp.where(dropped, 1.0, noisy), -1.0, 1.0)
         return {**out, "state": jp.concatenate([obs["state"], noisy])}
 
@@ -382,6 +383,7 @@ class QuadrupedRough(QuadrupedJoystick):
                     "offset_per_episode": c.scan_offset_noise * c.obs_noise,
                     "per_point_std": c.scan_noise * c.obs_noise,
                     "dropout_to_1": c.scan_dropout * c.obs_noise,
+                    "clean_episode_share": c.clean_obs_share,
                 },
             },
         }

@@ -15,9 +15,12 @@ from locomotion import registry
 from locomotion.envs import TrainingWrapper, jit_brief
 from locomotion.tasks.quadruped_rough import QuadrupedRough, QuadrupedRoughConfig
 
-SHORT = QuadrupedRoughConfig(episode_seconds=0.1, fixed_command=(0.5, 0.0, 0.0), max_init_level=6)
+SHORT = QuadrupedRoughConfig(
+    episode_seconds=0.1, fixed_command=(0.5, 0.0, 0.0), max_init_level=6, clean_obs_share=0.5
+)
 """Episodes of 5 steps that ask for 0.5 m/s: too short to walk half of it, so every episode end
-moves an env one level down (never below 0); physics randomization, pushes and noise on."""
+moves an env one level down (never below 0); physics randomization, pushes and noise on, in
+half of the episodes (drawn per episode) clean observations."""
 
 
 @pytest.fixture(scope="module")
@@ -31,7 +34,8 @@ def rollout():
     actions (12 automatic resets per env), checking at every step that the levels follow the
     curriculum, that restarted envs stand on their new tile (same column), observed there,
     and that observations stay finite: quadruped_rough's randomized steps (the blind variant,
-    its class at the registered settings, steps 1000 times in tests/test_tasks.py)."""
+    its class at the registered settings, steps 1000 times in tests/test_tasks.py), noisy in
+    the episodes drawn noisy and clean (the critic's inputs) in the others."""
     env = QuadrupedRough(SHORT)
     wrapped = TrainingWrapper(env, 8)
     first = jit_brief(wrapped.reset)(jax.random.PRNGKey(1))
@@ -41,9 +45,17 @@ def rollout():
     level = np.asarray(state.info["terrain_level"])
     assert level.max() > 3
     ends = 0
+    clean_draws = []
     for k in jax.random.split(jax.random.PRNGKey(2), 60):
         state = step(state, jax.random.uniform(k, (8, 12), minval=-1, maxval=1))
         assert np.isfinite(state.obs["state"]).all()
+        actor, critic = np.asarray(state.obs["state"]), np.asarray(state.obs["privileged_state"])
+        clean = np.asarray(state.info["obs_noise"]) == 0
+        proprio_gap = np.abs(actor[:, :45] - critic[:, :45]).max(axis=1)
+        scan_gap = np.abs(actor[:, 45:] - critic[:, -actor.shape[1] + 45 :]).max(axis=1)
+        assert (proprio_gap[clean] < 1e-5).all() and (scan_gap[clean] < 1e-5).all()
+        assert (proprio_gap[~clean] > 0.01).all() and (scan_gap[~clean] > 0.005).all()
+        clean_draws.append(clean)
         done = np.asarray(state.done) > 0
         ends += done.sum()
         level = np.where(done, np.maximum(level - 1, 0), level)
@@ -56,6 +68,9 @@ def rollout():
             scan = jax.vmap(env.height_scan)(state.pipeline_state)
             privileged = state.obs["privileged_state"][:, -scan.shape[1] :]
             np.testing.assert_allclose(privileged, scan, atol=1e-5)
+    # The clean episodes are drawn anew at every automatic reset, in about half of them.
+    flips = (np.diff(np.asarray(clean_draws), axis=0) != 0).sum()
+    assert flips > 10 and 0.3 < np.mean(clean_draws) < 0.7
     return env, first, state, level, ends
 
 

@@ -191,6 +191,8 @@ def test_invalid_config_values_are_rejected():
 
     with pytest.raises(ValueError, match="vx_range"):
         QuadrupedJoystickConfig(vx_range=(1.0, -1.0))
+    with pytest.raises(ValueError, match="clean_obs_share"):
+        QuadrupedJoystickConfig(clean_obs_share=1.5)
     with pytest.raises(ValueError, match="divisible by num_minibatches"):
         PPOConfig(num_envs=10, unroll_length=3, num_minibatches=4)
     with pytest.raises(ValueError, match="gamma"):
