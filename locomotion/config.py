@@ -50,6 +50,7 @@ ADDED_FIELDS = {
     "heading_command": False,  # the terrain tasks' heading commands: yaw rates before
     "heading_gain": 0.5,
     "clean_obs_share": 0.0,  # the quadruped's per-episode clean observations: none before
+    "max_minutes": 0.0,  # a run's wall-clock budget: none before
 }
 
 

@@ -239,6 +239,17 @@ def broadcast_text(text: str) -> str:
     return out[4 : 4 + size].tobytes().decode()
 
 
+def agree(flag: bool) -> bool:
+    """Process 0's `flag` on every process (a decision they must all take at the same point,
+    such as stopping on a clock); a collective in a multi-process run."""
+    import jax
+    from jax.experimental import multihost_utils
+
+    if jax.process_count() == 1:
+        return bool(flag)
+    return bool(np.asarray(multihost_utils.broadcast_one_to_all(np.asarray(flag, np.int32))))
+
+
 def check_same(what: str, text: str) -> None:
     """Every process must hold the same `text` (a resolved configuration): compares a hash of
     it across processes and raises the same one-line error on all of them when they differ."""

@@ -39,6 +39,12 @@ class RunConfig:
     number is optimistic: check the policy elsewhere (native replay, `locomotion eval`)."""
     video_seconds: float = 5.0
     """Length of the video rendered at the end of training [s] (0 disables it)."""
+    max_minutes: float = 0.0
+    """Wall-clock budget of the training [min], counted from the start of `train` (setup and
+    compiling included): past it the run stops after the iteration in progress and ends as a
+    finished run does (checkpoint, final evaluation, export, video, which come after the
+    budget); `--resume` continues it. 0: no limit. In a multi-process run process 0's clock
+    decides for all. The learning rate's `linear` schedule still runs to num_iterations."""
     init_from: str | None = None
     """Warm start: begin with the network parameters and observation normalizers of this run
     directory's newest checkpoint (or this .npz checkpoint), e.g. a run of an easier variant
@@ -48,6 +54,8 @@ class RunConfig:
     def __post_init__(self):
         if self.num_iterations < 1 or self.checkpoint_every < 1 or self.log_every < 1:
             raise ValueError("num_iterations, checkpoint_every and log_every must be >= 1")
+        if not self.max_minutes >= 0:
+            raise ValueError(f"max_minutes must be >= 0 (0: no limit), not {self.max_minutes}")
         if self.eval_envs < 0 or self.eval_seconds <= 0 or self.eval_every < 0:
             raise ValueError("eval_envs and eval_every must be >= 0 and eval_seconds positive")
         if self.keep not in ("last", "best"):

@@ -111,6 +111,18 @@ def test_checkpoint_restores_exactly_and_resume_continues(tmp_path):
     assert [r["perf/iteration"] for r in rows] == [1, 2, 3, 4]
     assert not any("stale" in r for r in rows)
 
+    # A wall-clock budget (run.max_minutes) spent in the first iteration ends the run there
+    # like a finished one, with its checkpoint; resuming without it ends as the straight run.
+    cfg = pendulum_config(4)
+    budget = dataclasses.replace(cfg, run=dataclasses.replace(cfg.run, max_minutes=1e-6))
+    stopped, history = train(env, budget, tmp_path / "budget", progress=False)
+    assert int(stopped.iteration) == 1 and len(history) == 1
+    assert latest_checkpoint(tmp_path / "budget").name == "ckpt_0000001.npz"
+    resumed, _ = train(env, cfg, tmp_path / "budget", resume=True, progress=False)
+    assert int(resumed.iteration) == 4 and leaves_equal(resumed.params, straight.params)
+    with pytest.raises(ValueError, match="max_minutes"):
+        RunConfig(max_minutes=-1.0)
+
 
 def test_keep_best_ends_with_the_best_evaluated_checkpoint_across_a_resume(tmp_path):
     """run.eval_every evaluates during training; run.keep='best' exports and reports the

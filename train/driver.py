@@ -269,6 +269,7 @@ def train(
     `resume` continues the run in `run_dir` exactly; with `restart_envs` its environments
     start from reset (for a task whose state layout changed since the checkpoint)."""
     pcfg, rcfg = cfg.ppo, cfg.run
+    deadline = time.perf_counter() + 60 * rcfg.max_minutes if rcfg.max_minutes > 0 else None
     wrapped = wrap_for_training(env, pcfg.num_envs)
     # impl='warp' trains on one device: its contact buffers are shared by the whole batch.
     warp = getattr(env, "impl", "jax") == "warp"
@@ -346,9 +347,12 @@ def train(
     )
     t_start = time.perf_counter()
     t_last, steps_last = t_start, start_iter * pcfg.batch_size
+    timed_out = False
     for it in range(start_iter, rcfg.num_iterations):
         state, metrics = step_fn(state)
         done_iters = it + 1
+        timed_out = deadline is not None and distributed.agree(time.perf_counter() >= deadline)
+        last = done_iters == rcfg.num_iterations or timed_out
         # Every iteration, before anything of it is saved: a non-finite loss or parameter
         # stops the run with the last good checkpoint named (one scalar from the device).
         if not float(metrics["losses/finite"]):
@@ -356,7 +360,7 @@ def train(
             if logger:
                 logger.close()
             raise FloatingPointError(_diverged(done_iters, run_dir))
-        if done_iters % rcfg.log_every == 0 or done_iters == rcfg.num_iterations:
+        if done_iters % rcfg.log_every == 0 or last:
             metrics = {k: float(v) for k, v in jax.device_get(metrics).items()}
             now = time.perf_counter()
             env_steps = done_iters * pcfg.batch_size
@@ -369,17 +373,19 @@ def train(
                 logger.log(env_steps, metrics)
             bar.set_postfix(_postfix(metrics), refresh=False)
         bar.update(1)
-        if run_dir is not None and (
-            done_iters % rcfg.checkpoint_every == 0 or done_iters == rcfg.num_iterations
-        ):
+        if run_dir is not None and (done_iters % rcfg.checkpoint_every == 0 or last):
             save_checkpoint(run_dir, state)
-        if (
-            rcfg.eval_every
-            and done_iters % rcfg.eval_every == 0
-            and done_iters < rcfg.num_iterations
-        ):
+        if rcfg.eval_every and done_iters % rcfg.eval_every == 0 and not last:
             evaluate_and_keep(state)
+        if timed_out:
+            break
     bar.close()
+    if timed_out and done_iters < rcfg.num_iterations and primary:
+        print(
+            f"{cfg.task}: the {rcfg.max_minutes:g}-minute budget (run.max_minutes) ended the run "
+            f"after iteration {done_iters} of {rcfg.num_iterations}"
+            + (f"; continue it with: locomotion train --resume {run_dir}" if run_dir else "")
+        )
 
     if evaluate is not None:
         results = evaluate_and_keep(state)
