@@ -30,6 +30,10 @@ PENDULUM = [
     "4",
     "--run.checkpoint-every",
     "2",
+    # A budget these runs do not reach: the processes agree on it after every iteration (a
+    # collective); tests/test_ppo.py ends a run by one.
+    "--run.max-minutes",
+    "600",
     "--no-progress",
 ]
 # Variables a launcher around the test run could have set: the runs here choose their own.
