@@ -393,15 +393,21 @@ def _terrain_row(res: dict, header: bool) -> str:
     """One line of the terrain sweep's table (with the header above the first); with
     --compare-mjx, MJX's figures for the same episodes follow native MuJoCo's."""
     runs = [res] + ([res["mjx"]] if "mjx" in res else [])
-    columns = (("crossed", "crossed_mean", 2), ("fell_tile", "fell_on_tile_mean", 2))
-    columns += (("fell", "fall_rate", 2), ("vel_err", "lin_vel_error", 3))
+    columns = (("crossed", "crossed_mean", 2), ("95%", "crossed_ci95", 2))
+    columns += (("fell_tile", "fell_on_tile_mean", 2), ("fell", "fall_rate", 2))
+    columns += (("vel_err", "lin_vel_error", 3),)
     head = f"{'terrain':12s} {'level':>5s} {'tile':>15s}"
     line = f"{str(res['terrain_type']):12s} {str(res['level']):>5s} {res.get('tile', ''):>15s}"
     for prefix, r in zip(("", "mjx_"), runs, strict=False):
         for name, key, digits in columns:
             width = max(9, len(prefix + name))
             head += f" {prefix + name:>{width}s}"
-            line += f" {r[key]:>{width}.{digits}f}"
+            value = r[key]
+            if isinstance(value, list):  # an interval: low-high
+                value = "-".join(f"{x:.{digits}f}" for x in value)
+                line += f" {value:>{width}s}"
+            else:
+                line += f" {value:>{width}.{digits}f}"
     return head + "\n" + line if header else line
 
 
@@ -500,6 +506,10 @@ def _table(result: dict) -> str:
         line = f"{label:46s} {native:14.4g}"
         if mjx:
             line += f" {get(mjx, key):10.4g} {native - get(mjx, key):10.3g}"
+        # A share of episodes (`<key>_mean` or the termination rate) with its 95 % interval.
+        interval = result.get(f"{key.removesuffix('_mean')}_ci95")
+        if interval is not None:
+            line += f"  (native 95 %: {interval[0]:.2f}-{interval[1]:.2f})"
         lines.append(line)
     return "\n".join(lines)
 

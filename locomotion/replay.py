@@ -48,6 +48,10 @@ class EvalReport:
     episode_counts: tuple[tuple[str, str, str], ...] = ()
     """(key, step metric, label): the metric summed over each episode (a count of per-step
     events); reported as `<key>_median` and `<key>_mean` over the episodes."""
+    episode_shares: tuple[str, ...] = ()
+    """Keys of `episode_counts` that are 0 or 1 per episode (whether it happened): their mean
+    is a share of episodes, reported with a 95 % interval (`<key>_ci95`) as the termination
+    rate is."""
 
 
 # What the legged tasks report (they declare no EVAL_REPORT of their own).
@@ -407,6 +411,20 @@ class _Delay:
         return self.pending.pop(0)
 
 
+def share_ci95(flags) -> list[float]:
+    """95 % interval of the share of episodes in which something happened (`flags`, one 0 or 1
+    per episode): Wilson's score interval, which stays inside [0, 1] and is not empty at 0 of n
+    or n of n (20 episodes at 0.80: 0.58-0.92). NaN where the flags are."""
+    from scipy import stats
+
+    flags = np.asarray(flags, float)
+    if flags.size == 0 or not np.isfinite(flags).all():
+        return [float("nan"), float("nan")]
+    hits = int(np.round(flags.sum()))
+    ci = stats.binomtest(hits, flags.size).proportion_ci(confidence_level=0.95, method="wilson")
+    return [float(ci.low), float(ci.high)]
+
+
 def _summarize(task: str, returns, lengths, ended, sums: dict[str, np.ndarray]) -> dict:
     """Evaluation summary from per-episode returns, lengths, endings and metric sums."""
     report = eval_report(task)
@@ -418,6 +436,7 @@ def _summarize(task: str, returns, lengths, ended, sums: dict[str, np.ndarray]) 
         "return_mean": float(np.mean(returns)),
         "episode_length_mean": float(np.mean(lengths)),
         f"{report.termination}_rate": float(np.mean(ended)),
+        f"{report.termination}_rate_ci95": share_ci95(ended),
     }
     for key, metric, _ in report.step_means:
         out[key] = mean.get(metric, float("nan"))
@@ -425,6 +444,8 @@ def _summarize(task: str, returns, lengths, ended, sums: dict[str, np.ndarray]) 
         per_episode = np.asarray(sums.get(metric, np.full(len(returns), np.nan)), float)
         out[f"{key}_median"] = float(np.median(per_episode))
         out[f"{key}_mean"] = float(np.mean(per_episode))
+        if key in report.episode_shares:
+            out[f"{key}_ci95"] = share_ci95(per_episode)
     out["constraint_violation_rate"] = {
         k.split("/", 1)[1]: v for k, v in mean.items() if k.startswith("constraint/")
     }

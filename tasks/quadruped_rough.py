@@ -145,6 +145,7 @@ class QuadrupedRough(QuadrupedJoystick):
             ("crossed", "terrain/crossed", "tile crossed (share of episodes)"),
             ("fell_on_tile", "terrain/fell_on_tile", "fell before crossing (share)"),
         ),
+        episode_shares=("crossed", "fell_on_tile"),
     )
 
     def __init__(self, config: QuadrupedRoughConfig = QuadrupedRoughConfig()):

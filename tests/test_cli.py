@@ -105,14 +105,20 @@ def test_terrain_rows_show_mjx_beside_native_with_compare_mjx():
     from locomotion.cli import _terrain_row
 
     native = dict(crossed_mean=0.55, fell_on_tile_mean=0.4, fall_rate=0.45, lin_vel_error=0.299)
+    native["crossed_ci95"] = [0.342, 0.742]
     row = dict(native, terrain_type="stairs_up", level=5, tile="rise 6.4 cm")
     head, line = _terrain_row(row, header=True).splitlines()
-    assert head.split()[3:] == ["crossed", "fell_tile", "fell", "vel_err"]
-    assert line.split()[-4:] == ["0.55", "0.40", "0.45", "0.299"]
-    row["mjx"] = dict(crossed_mean=0.5, fell_on_tile_mean=0.0, fall_rate=0.1, lin_vel_error=0.2)
+    assert head.split()[3:] == ["crossed", "95%", "fell_tile", "fell", "vel_err"]
+    assert line.split()[-5:] == ["0.55", "0.34-0.74", "0.40", "0.45", "0.299"]
+    mjx = dict(crossed_mean=0.5, fell_on_tile_mean=0.0, fall_rate=0.1, lin_vel_error=0.2)
+    row["mjx"] = dict(mjx, crossed_ci95=[0.3, 0.7])
     head, line = _terrain_row(row, header=True).splitlines()
-    assert head.split()[-4:] == ["mjx_crossed", "mjx_fell_tile", "mjx_fell", "mjx_vel_err"]
-    assert line.split()[-8:] == ["0.55", "0.40", "0.45", "0.299", "0.50", "0.00", "0.10", "0.200"]
+    mjx_head = ["mjx_crossed", "mjx_95%", "mjx_fell_tile", "mjx_fell", "mjx_vel_err"]
+    assert head.split()[-5:] == mjx_head
+    assert line.split()[-10:] == [
+        *["0.55", "0.34-0.74", "0.40", "0.45", "0.299"],
+        *["0.50", "0.30-0.70", "0.00", "0.10", "0.200"],
+    ]
     assert _terrain_row(row, header=False) == line
 
 

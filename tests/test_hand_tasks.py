@@ -252,6 +252,7 @@ def test_successes_count_per_episode_in_the_eval_report():
     assert out["consecutive_successes_median"] == 1.0
     np.testing.assert_allclose(out["consecutive_successes_mean"], 4 / 3)
     assert out["drop_rate"] == pytest.approx(1 / 3) and "fall_rate" not in out
+    assert "consecutive_successes_ci95" not in out  # a count per episode, not a share
     assert out["orientation_error"] == pytest.approx(6.0 / 15)
     out = _summarize("hand_rotate_z", [1.0], [4], [False], {"cube/yaw_rate": np.array([2.0])})
     assert out["cube_yaw_rate"] == 0.5 and out["drop_rate"] == 0.0
@@ -260,6 +261,15 @@ def test_successes_count_per_episode_in_the_eval_report():
     out = _summarize("quadruped_joystick", [1.0], [2], [True], {})
     assert out["fall_rate"] == 1.0 and np.isnan(out["lin_vel_error"])
     assert {"ang_vel_error", "constraint_violation_rate", "metrics"} <= set(out)
+    # Shares of episodes carry Wilson's 95 % interval: 16 of 20 is 0.58-0.92, 0 of 20 is not
+    # a certainty (up to 0.16). The rough task's crossings and falls on the tile are shares;
+    # hand_reorient's successes, a count per episode, are not (above).
+    out = _summarize("quadruped_joystick", [1.0] * 20, [2] * 20, [True] * 16 + [False] * 4, {})
+    np.testing.assert_allclose(out["fall_rate_ci95"], [0.584, 0.919], atol=1e-3)
+    crossed = {"terrain/crossed": np.zeros(20), "terrain/fell_on_tile": np.zeros(20)}
+    out = _summarize("quadruped_rough", [1.0] * 20, [2] * 20, [False] * 20, crossed)
+    np.testing.assert_allclose(out["crossed_ci95"], [0.0, 0.161], atol=1e-3)
+    assert out["fall_rate_ci95"] == out["crossed_ci95"] == out["fell_on_tile_ci95"]
 
 
 def test_rotate_reward_caps_forward_turns_only(rotate_eval):
