@@ -75,6 +75,7 @@ def measure(name: str, condition: str, episodes: int, seconds: float, seed: int)
         },
         "perturbation": dataclasses.asdict(perturb),
         "fall_rate": result["fall_rate"],
+        "fall_rate_ci95": result["fall_rate_ci95"],
         "lin_vel_error": result["lin_vel_error"],
         "ang_vel_error": result["ang_vel_error"],
         "wall_seconds": time.perf_counter() - start,
@@ -131,13 +132,16 @@ def falls_by_physics(name: str, condition: str, episodes: int, seconds: float, s
 
 def table(rows: list[dict]) -> str:
     lines = [
-        "| policy | condition | falls | lin. velocity error [m/s] | yaw-rate error [rad/s] |",
+        "| policy | condition | falls (95 % interval) | lin. velocity error [m/s] | yaw-rate "
+        "error [rad/s] |",
         "| --- | --- | --- | --- | --- |",
     ]
     for r in rows:
+        low, high = (100 * x for x in r["fall_rate_ci95"])
         falls = f"{r['fall_rate'] * 100:.0f} % ({round(r['fall_rate'] * r['episodes'])}"
+        falls += f"/{r['episodes']}; {low:.0f}-{high:.0f} %)"
         lines.append(
-            f"| {r['policy']} | {r['condition']} | {falls}/{r['episodes']}) "
+            f"| {r['policy']} | {r['condition']} | {falls} "
             f"| {r['lin_vel_error']:.3f} | {r['ang_vel_error']:.3f} |"
         )
     return "\n".join(lines)
