@@ -4,6 +4,8 @@
     python benchmarks/throughput.py --task quadruped_rough --against quadruped_joystick
     python benchmarks/throughput.py --brax --num-envs 512    # pip install -e ".[bench]"
     python benchmarks/throughput.py --impl jax warp           # pip install -e ".[warp]"
+    python benchmarks/throughput.py --impl jax native --num-envs 512 2048
+    python benchmarks/throughput.py --brax --impl jax native --num-envs 512
 
 
 Reports control steps per second for (a) the bare batched step `vmap(env.step)` with random
@@ -16,8 +18,9 @@ PPO (through brax's own wrappers, the same batch geometry, compile excluded) in 
 prints the ratio of their training steps/s. On a CPU both trainers get one XLA device per
 core, as `locomotion train` does (`LOCOMOTION_CPU_DEVICES=1`: one device; locomotion/gpu.py).
 `--against TASK` also measures TASK at the same num_envs in the same run and prints the ratios
-(e.g. the terrain's cost: rough against flat). `--impl jax warp` measures the task with each MJX
-physics implementation in turn (rows labelled), against the same native reference.
+(e.g. the terrain's cost: rough against flat). `--impl jax warp native` measures the task with
+each physics implementation in turn (rows labelled), against the same native reference; with
+`--brax`, both trainers train each implementation's env.
 """
 
 from __future__ import annotations
@@ -160,17 +163,40 @@ def brax_train_throughput(env, ppo_cfg, num_envs: int, epochs: int = 3, per_epoc
     return float(np.mean(sps[2:]))
 
 
-def against_brax(task: str, sizes: list[int], repeats: int = 3) -> None:
-    """Our PPO and brax's PPO training the same env at each size, in one run, and the ratio."""
+def against_brax(task: str, sizes: list[int], impls: list[str], repeats: int = 3) -> None:
+    """Our PPO and brax's PPO training the same env at each size, in one run, and the ratio;
+    a row per physics implementation (each trainer on the same env), and with several, our
+    PPO on each against brax's on the first."""
     entry = registry.entry(task)
-    env = entry.env_class(entry.env_config)
+    envs = {impl: make_env(entry, impl) for impl in impls}
     cfg = entry.presets["cpu"][0]
     print(f"backend {jax.default_backend()} | jax {jax.__version__} | {task}: ours against brax")
-    print(f"{'num_envs':>9} | {'ours steps/s':>13} | {'brax steps/s':>13} | {'ours / brax':>11}")
+    print(
+        f"{'impl':>6} | {'num_envs':>9} | {'ours steps/s':>13} | {'brax steps/s':>13} | "
+        f"{'ours / brax':>11}"
+    )
     for n in sizes:
-        ours = train_throughput(env, cfg, n, repeats=repeats * 4)
-        brax = brax_train_throughput(env, cfg, n, epochs=repeats + 2)
-        print(f"{n:>9} | {ours:>13,.0f} | {brax:>13,.0f} | {ours / brax:>11.2f}", flush=True)
+        rows = {}
+        for impl, env in envs.items():
+            ours = train_throughput(env, cfg, n, repeats=repeats * 4)
+            brax = brax_train_throughput(env, cfg, n, epochs=repeats + 2)
+            rows[impl] = ours, brax
+            print(
+                f"{impl:>6} | {n:>9} | {ours:>13,.0f} | {brax:>13,.0f} | {ours / brax:>11.2f}",
+                flush=True,
+            )
+        first = impls[0]
+        for impl in impls[1:]:
+            ratio = rows[impl][0] / rows[first][1]
+            print(f"{n:>9} envs: ours on {impl} / brax on {first} = {ratio:.2f}", flush=True)
+
+
+def make_env(entry, impl: str):
+    if impl != "jax" and not hasattr(entry.env_config, "impl"):
+        raise SystemExit(f"{entry.name} has no impl setting (not an MJX task)")
+    if impl == "jax":
+        return entry.env_class(entry.env_config)
+    return entry.env_class(dataclasses.replace(entry.env_config, impl=impl))
 
 
 def main():
@@ -183,25 +209,20 @@ def main():
         "--impl",
         nargs="+",
         default=["jax"],
-        choices=["jax", "warp"],
-        help="MJX physics implementations to measure, in turn",
+        choices=["jax", "warp", "native"],
+        help="physics implementations to measure, in turn (native: C MuJoCo on the CPU cores)",
     )
     parser.add_argument(
         "--brax", action="store_true", help="train with our PPO and brax's PPO; print the ratio"
     )
     args = parser.parse_args()
     if args.brax:
-        return against_brax(args.task, args.num_envs)
+        return against_brax(args.task, args.num_envs, args.impl)
     if args.against:
         return compare(args.task, args.against, args.num_envs, args.skip_train)
 
     entry = registry.entry(args.task)
-    envs = {}
-    for impl in args.impl:
-        if impl != "jax" and not hasattr(entry.env_config, "impl"):
-            raise SystemExit(f"{args.task} has no impl setting (not an MJX task)")
-        config = dataclasses.replace(entry.env_config, impl=impl) if impl != "jax" else None
-        envs[impl] = entry.env_class(config or entry.env_config)
+    envs = {impl: make_env(entry, impl) for impl in args.impl}
     env = envs[args.impl[0]]
     ppo_cfg = entry.presets["gpu" if jax.default_backend() == "gpu" else "cpu"][0]
     one_core = native_reference(env)
@@ -215,7 +236,7 @@ def main():
         f"{reference:,.0f} control steps/s (1 core, Python loop: {one_core:,.0f})"
     )
     print(
-        f"{'impl':>5} | {'num_envs':>9} | {'bare vmap(step)/s':>17} | {'env steps/s':>12} | "
+        f"{'impl':>6} | {'num_envs':>9} | {'bare vmap(step)/s':>17} | {'env steps/s':>12} | "
         f"{'x bare':>6} | {'x native':>8} | {'train steps/s':>13} | {'x native':>8}"
     )
     for n in args.num_envs:
@@ -224,7 +245,7 @@ def main():
             env_sps = env_throughput(env, n)
             train_sps = float("nan") if args.skip_train else train_throughput(env, ppo_cfg, n)
             print(
-                f"{impl:>5} | {n:>9} | {bare_sps:>17,.0f} | {env_sps:>12,.0f} | "
+                f"{impl:>6} | {n:>9} | {bare_sps:>17,.0f} | {env_sps:>12,.0f} | "
                 f"{env_sps / bare_sps:>6.2f} | {env_sps / reference:>8.2f} | "
                 f"{train_sps:>13,.0f} | {train_sps / reference:>8.2f}",
                 flush=True,

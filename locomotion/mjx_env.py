@@ -11,9 +11,12 @@ import numpy as np
 from mujoco import mjx
 
 from locomotion.envs import Env, State
+from locomotion.native_physics import NativePhysics
 from locomotion.robots.spec import RobotSpec, load_model
 
-IMPLS = ("jax", "warp")  # MJX physics implementations a task can use (config `impl`)
+# Physics implementations a task can use (config `impl`): MJX's jax and warp, or C MuJoCo on
+# this machine's CPU cores (locomotion/native_physics.py).
+IMPLS = ("jax", "warp", "native")
 
 
 def check_warp_installed() -> None:
@@ -40,8 +43,10 @@ def warp_buffer_sizes(m: mujoco.MjModel) -> tuple[int, int]:
 class MjxEnv(Env):
     """An `Env` backed by an MJCF model stepped with MJX. Subclasses write the task.
 
-    `impl` picks MJX's physics implementation: "jax" (XLA, the default) or "warp" (MuJoCo
-    Warp's kernels through XLA's foreign-function interface; needs the `warp` extra). Warp
+    `impl` picks the physics: MJX's "jax" (XLA, the default) or "warp" (MuJoCo Warp's kernels
+    through XLA's foreign-function interface; needs the `warp` extra), or "native", C MuJoCo
+    stepped on the CPU cores from inside the graph (`NativePhysics`; CPU only: the task code
+    and the resets stay MJX's jax implementation). Warp
     keeps the contacts and constraint rows of a whole batch in buffers shared by all its
     environments, so their size depends on the batch: whoever vmaps `reset` over N
     environments calls `prepare_batch(N)` first (the training wrapper and the evaluations do).
@@ -70,7 +75,17 @@ class MjxEnv(Env):
         # On this process's own device: MJX's default, jax.devices()[0], belongs to process 0
         # in a multi-process run, and no other process may close over its arrays.
         self.device = jax.local_devices()[0]
-        self.mjx_model: mjx.Model = mjx.put_model(self.mj_model, device=self.device, impl=impl)
+        self.native: NativePhysics | None = None
+        if impl == "native":
+            if self.device.platform != "cpu":
+                raise ValueError(
+                    f"impl='native' steps C MuJoCo on this machine's CPU cores, for training "
+                    f"on a CPU; JAX runs on {self.device.platform} here: use impl='jax' or "
+                    f"'warp' (every step's batch would cross to the host and back)"
+                )
+            self.native = NativePhysics(self.mj_model, self.n_substeps)
+        mjx_impl = "jax" if impl == "native" else impl
+        self.mjx_model: mjx.Model = mjx.put_model(self.mj_model, device=self.device, impl=mjx_impl)
         self.num_worlds = 1  # warp: environments that share the contact buffers
         sizes = warp_buffer_sizes(self.mj_model) if impl == "warp" else (0, 0)
         self.contacts_per_world, self.constraints_per_world = sizes
@@ -96,7 +111,7 @@ class MjxEnv(Env):
                 naconmax=self.num_worlds * self.contacts_per_world,
                 njmax=self.constraints_per_world,
             )
-        return mjx.make_data(self.mjx_model, device=self.device, impl=self.impl)
+        return mjx.make_data(self.mjx_model, device=self.device, impl=self.mjx_model.impl.value)
 
     @property
     def dt(self) -> float:
@@ -139,6 +154,8 @@ class MjxEnv(Env):
 
     def physics_step(self, model: mjx.Model, data: mjx.Data, ctrl: jax.Array) -> mjx.Data:
         """Hold `ctrl` over the substeps of one control period."""
+        if self.native is not None:
+            return self.native.step(self.mjx_model, model, data, ctrl)
         data = data.replace(ctrl=ctrl)
         return jax.lax.fori_loop(0, self.n_substeps, lambda _, d: mjx.step(model, d), data)
 

@@ -64,7 +64,8 @@ class HandConfig:
     """Settings every hand-and-cube task shares; a task's config extends it (rewards etc.)."""
 
     scene: str = "cube"
-    impl: Literal["jax", "warp"] = "jax"  # MJX physics implementation (warp: `warp` extra)
+    # Physics: MJX's jax or warp (the `warp` extra), or C MuJoCo on the CPU cores ("native").
+    impl: Literal["jax", "warp", "native"] = "jax"
     ctrl_dt: float = 0.05  # [s] control period (10 physics steps of 0.005 s)
     episode_seconds: float = 20.0  # [s] time limit (a truncation, not a termination)
     action_scale: float = 0.5  # [rad] per unit action

@@ -61,7 +61,8 @@ class QuadrupedJoystickConfig:
     """Task settings; reward, noise and randomization are nested dataclasses."""
 
     scene: str = "flat"
-    impl: Literal["jax", "warp"] = "jax"  # MJX physics implementation (warp: `warp` extra)
+    # Physics: MJX's jax or warp (the `warp` extra), or C MuJoCo on the CPU cores ("native").
+    impl: Literal["jax", "warp", "native"] = "jax"
     ctrl_dt: float = 0.02  # [s] control period
     episode_seconds: float = 20.0  # [s] time limit (a truncation, not a termination)
     action_scale: float = 0.3  # [rad] per unit action

@@ -134,8 +134,8 @@ def _release_compiled_graphs():
 def short_quadruped_episodes():
     """A function of `impl`: quadruped_joystick with 0.2 s episodes (10 control steps) and no
     zero commands in the training wrapper, 8 envs, and its reset and step jitted apart, made
-    once per test file (tests/test_envs.py runs it with jax, and against warp). The tests run
-    25 steps: both compile for a brief run (`jit_brief`, locomotion/envs.py)."""
+    once per test file (tests/test_envs.py runs it with jax and native, and against warp). The
+    tests run 25 steps: both compile for a brief run (`jit_brief`, locomotion/envs.py)."""
     made = {}
 
     def make(impl: str = "jax"):

@@ -102,11 +102,13 @@ def test_the_reserve_is_drawn_anew_only_when_an_env_has_none_left():
     np.testing.assert_array_equal(a.obs["state"], b.obs["state"])
 
 
-def test_quadruped_time_limit_and_fresh_episodes(short_quadruped_episodes):
+@pytest.mark.parametrize("impl", ["jax", "native"])
+def test_quadruped_time_limit_and_fresh_episodes(short_quadruped_episodes, impl):
     """The real task with a 0.2 s time limit, standing still: every ending is a truncation
     (not a termination) after 10 control steps, the step counter restarts, and every new
-    episode has a command and randomized physics of its own."""
-    wrapper, reset, step = short_quadruped_episodes()
+    episode has a command and randomized physics of its own. The same with C MuJoCo as the
+    physics (`impl="native"`), NaN action included."""
+    wrapper, reset, step = short_quadruped_episodes(impl)
     env, num_envs = wrapper.env, wrapper.num_envs
     assert env.episode_length == 10
     actions = np.zeros((25, num_envs, env.action_size), np.float32)
@@ -162,7 +164,8 @@ def test_an_unknown_or_missing_physics_implementation_is_a_clear_error(monkeypat
 
     from locomotion.tasks.quadruped_joystick import QuadrupedJoystick, QuadrupedJoystickConfig
 
-    with pytest.raises(ValueError, match=r"impl must be one of \('jax', 'warp'\), not 'cuda'"):
+    expected = r"impl must be one of \('jax', 'warp', 'native'\), not 'cuda'"
+    with pytest.raises(ValueError, match=expected):
         QuadrupedJoystick(QuadrupedJoystickConfig(impl="cuda"))
     monkeypatch.setitem(sys.modules, "warp", None)  # as if warp-lang were not installed
     with pytest.raises(ImportError, match=r"pip install -e '\.\[warp\]'"):
