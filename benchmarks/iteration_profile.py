@@ -57,7 +57,7 @@ def profile(task: str, num_envs: int | None, repeats: int) -> dict[str, float]:
     if num_envs:
         cfg = dataclasses.replace(cfg, num_envs=num_envs)
     wrapped = wrap_for_training(env, cfg.num_envs)
-    mesh = ppo.make_mesh(cfg.num_envs)
+    mesh = ppo.env_mesh(env, cfg.num_envs)
     state = ppo.init(wrapped, cfg, jax.random.PRNGKey(0), mesh)
     step = ppo.make_train_step(wrapped, cfg, 100, mesh)
     for _ in range(3):  # compile, and a state that training would see

@@ -52,7 +52,7 @@ def train_ours(env, cfg, iterations: int, eval_every: int, seed: int):
     """Our PPO. Returns `apply(params, obs) -> action` (deterministic), the kept
     [(env_steps, wall_seconds, params)] and the total wall clock."""
     wrapped = wrap_for_training(env, cfg.num_envs)
-    mesh = ppo.make_mesh(cfg.num_envs)
+    mesh = ppo.env_mesh(env, cfg.num_envs)
     start = time.perf_counter()
     state = ppo.init(wrapped, cfg, jax.random.PRNGKey(seed), mesh)
     step = ppo.make_train_step(wrapped, cfg, iterations, mesh)
@@ -164,6 +164,13 @@ def main():
         "--label", help="name of the ablation in the rows (default: the --set changes)"
     )
     parser.add_argument(
+        "--impl",
+        default="jax",
+        choices=["jax", "warp", "native"],
+        help="the physics the trainers train on (native: C MuJoCo on the CPU cores); the "
+        "evaluations stay as they are (a C MuJoCo episode, MJX-jax for the walking bar)",
+    )
+    parser.add_argument(
         "--report", action="store_true", help="only print the table and redraw the plot of --out"
     )
     parser.add_argument("--out", type=Path, default=Path("runs/learning_efficiency.json"))
@@ -176,7 +183,7 @@ def main():
         return
 
     entry = registry.entry(TASK)
-    env = entry.env_class(entry.env_config)
+    env = entry.env_class(dataclasses.replace(entry.env_config, impl=args.impl))
     eval_cfg = dataclasses.replace(nominal_config(entry.env_config), fixed_command=COMMAND)
     eval_env = entry.env_class(eval_cfg)
     cfg = entry.presets["cpu"][0]
@@ -187,6 +194,8 @@ def main():
     for name in args.trainers:
         for seed in args.seeds:
             variant = args.label or ",".join(args.set)
+            if args.impl != "jax":
+                variant = ",".join(filter(None, [f"impl={args.impl}", variant]))
             label = name + (f"[{variant}]" if name == "ours" and variant else "")
             run_cfg = ours_cfg if name == "ours" else cfg
             apply, kept, wall = trainers[name](env, run_cfg, args.iterations, args.eval_every, seed)

@@ -127,7 +127,7 @@ def env_throughput(env, num_envs: int, unroll: int = 24, repeats: int = 3) -> fl
 def train_throughput(env, ppo_cfg, num_envs: int, repeats: int = 2) -> float:
     cfg = dataclasses.replace(ppo_cfg, num_envs=num_envs)
     wrapped = TrainingWrapper(env, num_envs)
-    mesh = ppo.make_mesh(num_envs)
+    mesh = ppo.env_mesh(env, num_envs)
     state = ppo.init(wrapped, cfg, jax.random.PRNGKey(0), mesh)
     step = ppo.make_train_step(wrapped, cfg, 100, mesh)
     for _ in range(2):  # compile; the second call sees committed outputs (see env_throughput)

@@ -17,6 +17,11 @@ from locomotion.robots.spec import RobotSpec, load_model
 # Physics implementations a task can use (config `impl`): MJX's jax and warp, or C MuJoCo on
 # this machine's CPU cores (locomotion/native_physics.py).
 IMPLS = ("jax", "warp", "native")
+# Implementations that train on one XLA device: warp shares its contact buffers across the
+# whole batch, and native steps the whole batch on every core from one callback (XLA's
+# partitioner gathers a batch split over devices onto one of them for a callback, and the
+# devices' collectives can then wait on each other).
+ONE_DEVICE_IMPLS = ("warp", "native")
 
 
 def check_warp_installed() -> None:

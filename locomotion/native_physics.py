@@ -87,11 +87,14 @@ class NativePhysics:
     ) -> mjx.Data:
         """`data` after one control period holding `ctrl`, stepped by C MuJoCo with `model`'s
         physics (`nominal` is the task's unrandomized MJX model: the fields of `model` that
-        are not its arrays are the episode's randomized ones)."""
-        if model.opt is not nominal.opt:
+        are not `nominal`'s own arrays are the episode's randomized ones)."""
+        impl_fields = dataclasses.fields(model._impl)
+        if model.opt is not nominal.opt or any(
+            getattr(model._impl, f.name) is not getattr(nominal._impl, f.name) for f in impl_fields
+        ):
             raise NotImplementedError(
                 "impl='native' takes the randomized fields of a task's model, not its options "
-                "(model.opt): randomize those in the MjModel or use impl='jax'"
+                "(model.opt) or MJX's own (model._impl): use impl='jax' for such a task"
             )
         varied = {
             f.name: getattr(model, f.name)

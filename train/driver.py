@@ -16,6 +16,7 @@ from locomotion import config as config_io
 from locomotion.cat import wrap_for_training
 from locomotion.envs import Env
 from locomotion.evaluation import make_evaluate
+from locomotion.mjx_env import ONE_DEVICE_IMPLS
 from locomotion.runlog import MetricsLogger
 from locomotion.train import ppo
 from locomotion.train.config import PPOConfig
@@ -271,22 +272,23 @@ def train(
     pcfg, rcfg = cfg.ppo, cfg.run
     deadline = time.perf_counter() + 60 * rcfg.max_minutes if rcfg.max_minutes > 0 else None
     wrapped = wrap_for_training(env, pcfg.num_envs)
-    # impl='warp' trains on one device: its contact buffers are shared by the whole batch.
-    warp = getattr(env, "impl", "jax") == "warp"
-    mesh = ppo.make_mesh(pcfg.num_envs, max_devices=1 if warp else None)
-    if warp and mesh.size > 1:
+    # impl='warp' and 'native' train on one device (locomotion/mjx_env.py, ONE_DEVICE_IMPLS).
+    impl = getattr(env, "impl", "jax")
+    one_device = impl in ONE_DEVICE_IMPLS
+    mesh = ppo.env_mesh(env, pcfg.num_envs)
+    if one_device and mesh.size > 1:
         raise ValueError(
-            f"impl='warp' trains on one device (its contact buffers are shared by the whole "
-            f"batch), not the {mesh.size} here: set impl='jax' or make one device visible"
+            f"impl={impl!r} trains on one device, not the {mesh.size} here: set impl='jax' or "
+            "make one device visible per process"
         )
     if mesh.size < jax.device_count():
+        why = {
+            "warp": "impl='warp' runs on one (its contact buffers hold the whole batch)",
+            "native": "impl='native' runs on one (its physics steps on every core)",
+        }
         print(
             f"training on {mesh.size} of the {jax.device_count()} devices: "
-            + (
-                "impl='warp' runs on one"
-                if warp
-                else f"num_envs={pcfg.num_envs} splits over {mesh.size}"
-            )
+            + why.get(impl, f"num_envs={pcfg.num_envs} splits over {mesh.size}")
         )
     state = ppo.init(wrapped, pcfg, jax.random.PRNGKey(rcfg.seed), mesh)
     logger = None

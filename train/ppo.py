@@ -94,6 +94,15 @@ def make_mesh(num_envs: int, max_devices: int | None = None) -> Mesh:
     return Mesh(np.array(devices), ("batch",))
 
 
+def env_mesh(env, num_envs: int) -> Mesh:
+    """`make_mesh` for training `env`: one device for the physics implementations that run
+    on one (`ONE_DEVICE_IMPLS`: warp, native)."""
+    from locomotion.mjx_env import ONE_DEVICE_IMPLS
+
+    impl = getattr(getattr(env, "env", env), "impl", "jax")  # (a training wrapper's env)
+    return make_mesh(num_envs, max_devices=1 if impl in ONE_DEVICE_IMPLS else None)
+
+
 def shard_env_state(env_state: State, mesh: Mesh) -> State:
     """Place a host env batch (leading axis; the same on every process) across the mesh."""
     return distributed.put(env_state, NamedSharding(mesh, PartitionSpec("batch")))
