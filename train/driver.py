@@ -278,8 +278,8 @@ def train(
     mesh = ppo.env_mesh(env, pcfg.num_envs)
     if one_device and mesh.size > 1:
         raise ValueError(
-            f"impl={impl!r} trains on one device, not the {mesh.size} here: set impl='jax' or "
-            "make one device visible per process"
+            f"impl={impl!r} trains on one device of one process, not on the {mesh.size} "
+            "devices of this run: use impl='jax' for a run over several processes"
         )
     if mesh.size < jax.device_count():
         why = {
