@@ -130,6 +130,63 @@ def _release_compiled_graphs():
     gc.collect()  # envs and their kept, jitted methods refer to each other
 
 
+@pytest.fixture
+def randomized_mj_models():
+    """A function of an env, a batch of its states and optionally a `reference` env (whose
+    `randomized_model` to use): each env's MjModel of its episode's randomized physics (the
+    nominal MjModel with the fields the task's randomization changed), and the names of the
+    fields changed in any of them."""
+    import copy
+
+    import jax
+
+    from locomotion.replay import randomized_fields
+
+    def models(env, states, reference=None):
+        reference = reference or env
+        made, changed = [], set()
+        for i in range(len(states.done)):
+            params = jax.tree.map(lambda x, i=i: x[i], states.info["params"])
+            fields = randomized_fields(reference.mjx_model, reference.randomized_model(params))
+            m = copy.copy(env.mj_model)
+            for name, value in fields.items():
+                getattr(m, name)[:] = value
+            made.append(m)
+            changed |= set(fields)
+        return made, changed
+
+    return models
+
+
+@pytest.fixture
+def train_on_two_cpu_devices(tmp_path):
+    """A function of `impl` and `iterations`: `locomotion train quadruped_joystick --preset
+    smoke --env.impl IMPL` in a subprocess where XLA has two CPU devices (one per core, as
+    `locomotion train` sets up on a CPU), without XLA's optimizations (a short run;
+    `locomotion.gpu.CPU_FAST_COMPILE`), no video. Checks that it finished with its export and
+    returns the finished process."""
+    import subprocess
+
+    from locomotion import gpu
+
+    def train(impl: str, iterations: int):
+        run = tmp_path / "run"
+        args = ["train", "quadruped_joystick", "--preset", "smoke", "--env.impl", impl]
+        args += ["--run.num-iterations", str(iterations), "--run.video-seconds", "0"]
+        result = subprocess.run(
+            [sys.executable, "-m", "locomotion.cli", *args, "--no-progress", "--run-dir", run],
+            env=dict(os.environ, LOCOMOTION_CPU_DEVICES="2", XLA_FLAGS=gpu.CPU_FAST_COMPILE),
+            capture_output=True,
+            text=True,
+            timeout=600,
+        )
+        assert result.returncode == 0, result.stderr[-3000:]
+        assert (run / "policy" / "policy.onnx").is_file()
+        return result
+
+    return train
+
+
 @pytest.fixture(scope="module")
 def short_quadruped_episodes():
     """A function of `impl`: quadruped_joystick with 0.2 s episodes (10 control steps) and no

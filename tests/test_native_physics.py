@@ -3,11 +3,7 @@ step is C MuJoCo's from the state the task holds, with the episode's randomized 
 over worker threads without changing a bit, and it trains on two XLA devices. (Automatic resets
 and non-finite restarts with it: tests/test_envs.py.)"""
 
-import copy
 import dataclasses
-import os
-import subprocess
-import sys
 
 import jax
 import jax.numpy as jp
@@ -15,9 +11,8 @@ import mujoco
 import numpy as np
 import pytest
 
-from locomotion import gpu, registry
+from locomotion import registry
 from locomotion.native_physics import STATE_FIELDS
-from locomotion.replay import randomized_fields
 
 NUM_ENVS = 6
 
@@ -42,7 +37,7 @@ def c_mujoco_step(env, model: mujoco.MjModel, data, i: int, ctrl: np.ndarray) ->
 
 
 @pytest.mark.parametrize("task", ["quadruped_joystick", "hand_reorient"])
-def test_native_steps_are_c_mujocos_with_the_episodes_physics(task):
+def test_native_steps_are_c_mujocos_with_the_episodes_physics(task, randomized_mj_models):
     """quadruped_joystick and hand_reorient (a cube and a mocap goal marker) with the training's
     randomized physics: 20 control steps of the native physics, each against C MuJoCo stepping
     the same float32 state with that env's randomized MjModel. The state (positions,
@@ -55,15 +50,8 @@ def test_native_steps_are_c_mujocos_with_the_episodes_physics(task):
     physics = jax.jit(
         jax.vmap(lambda s, ctrl: env.physics_step(env.model_for(s), s.pipeline_state, ctrl))
     )
-    models = []
-    for i in range(NUM_ENVS):
-        params = jax.tree.map(lambda x, i=i: x[i], state.info["params"])
-        fields = randomized_fields(env.mjx_model, env.randomized_model(params))
-        assert fields, task  # the episode's physics differs from the nominal model
-        m = copy.copy(env.mj_model)
-        for name, value in fields.items():
-            getattr(m, name)[:] = value
-        models.append(m)
+    models, changed = randomized_mj_models(env, state)
+    assert changed, task  # the episodes' physics differs from the nominal model
     rng = np.random.default_rng(0)
     mid = 0.5 * (env.mj_model.actuator_ctrlrange[:, 0] + env.mj_model.actuator_ctrlrange[:, 1])
     data = state.pipeline_state
@@ -101,20 +89,9 @@ def test_native_steps_are_c_mujocos_with_the_episodes_physics(task):
     env.native.close()
 
 
-def test_native_physics_trains_on_one_of_two_cpu_devices(tmp_path):
+def test_native_physics_trains_on_one_of_two_cpu_devices(train_on_two_cpu_devices):
     """`locomotion train` with `--env.impl native` where XLA has a device per core (as
     training on a CPU runs): it trains on one device, whose physics callback steps the whole
     batch on both cores; two iterations, the final evaluation and the export, one process."""
-    args = ["train", "quadruped_joystick", "--preset", "smoke", "--env.impl", "native"]
-    args += ["--run.num-iterations", "2", "--run.video-seconds", "0", "--no-progress"]
-    result = subprocess.run(
-        [sys.executable, "-m", "locomotion.cli", *args, "--run-dir", str(tmp_path / "run")],
-        # XLA's optimizations off (locomotion.gpu.CPU_FAST_COMPILE): two short iterations.
-        env=dict(os.environ, LOCOMOTION_CPU_DEVICES="2", XLA_FLAGS=gpu.CPU_FAST_COMPILE),
-        capture_output=True,
-        text=True,
-        timeout=600,
-    )
-    assert result.returncode == 0, result.stderr[-3000:]
+    result = train_on_two_cpu_devices("native", iterations=2)
     assert "training on 1 of the 2 devices: impl='native' runs on one" in result.stdout
-    assert (tmp_path / "run" / "policy" / "policy.onnx").is_file()

@@ -5,11 +5,7 @@ native MuJoCo step by step under the training's randomized physics.
 
 Needs the `warp` extra (warp-lang; mujoco-mjx bundles MuJoCo Warp); skipped without it."""
 
-import copy
 import dataclasses
-import os
-import subprocess
-import sys
 
 import jax
 import jax.numpy as jp
@@ -20,9 +16,8 @@ from mujoco import mjx
 
 pytest.importorskip("warp", reason="the warp extra (warp-lang) is not installed")
 
-from locomotion import gpu, registry  # noqa: E402
+from locomotion import registry  # noqa: E402
 from locomotion.envs import TrainingWrapper, jit_brief  # noqa: E402
-from locomotion.replay import randomized_fields  # noqa: E402
 
 NUM_ENVS = 8
 SOLVER_ITERATIONS = 10  # Newton iterations at which warp's solution is C MuJoCo's
@@ -74,7 +69,7 @@ def converged(env, iterations: int = SOLVER_ITERATIONS):
     return env
 
 
-def test_warp_follows_native_mujoco_over_1000_randomized_steps():
+def test_warp_follows_native_mujoco_over_1000_randomized_steps(randomized_mj_models):
     """8 quadrupeds x 125 control steps (1000 steps, 4000 physics steps) with the training's
     per-episode randomization (friction, added mass, motor gains, damping): after every
     control step of MJX-warp, C MuJoCo steps the same state with the same randomized model and
@@ -91,15 +86,8 @@ def test_warp_follows_native_mujoco_over_1000_randomized_steps():
     physics = jax.jit(
         jax.vmap(lambda s, ctrl: env.physics_step(env.model_for(s), s.pipeline_state, ctrl))
     )
-    models = []
-    for i in range(NUM_ENVS):
-        params = jax.tree.map(lambda x, i=i: x[i], state.info["params"])
-        fields = randomized_fields(reference.mjx_model, reference.randomized_model(params))
-        assert {"pair_friction", "body_mass", "actuator_gainprm", "dof_damping"} <= set(fields)
-        m = copy.copy(env.mj_model)
-        for name, value in fields.items():
-            getattr(m, name)[:] = value
-        models.append(m)
+    models, changed = randomized_mj_models(env, state, reference)
+    assert {"pair_friction", "body_mass", "actuator_gainprm", "dof_damping"} <= changed
     native = [mujoco.MjData(m) for m in models]
 
     default = np.asarray(env.default_pose)
@@ -161,19 +149,8 @@ def test_warp_at_the_models_solver_iterations():
     assert errors["warp", SOLVER_ITERATIONS] < 1e-3
 
 
-def test_warp_trains_on_one_of_several_cpu_devices(tmp_path):
+def test_warp_trains_on_one_of_several_cpu_devices(train_on_two_cpu_devices):
     """`locomotion train` gives XLA a CPU device per core; warp's contact buffers are shared by
     the whole batch, so a warp run trains on one of them instead of refusing to start."""
-    args = ["train", "quadruped_joystick", "--preset", "smoke", "--env.impl", "warp"]
-    args += ["--run.num-iterations", "1", "--run.video-seconds", "0", "--no-progress"]
-    result = subprocess.run(
-        [sys.executable, "-m", "locomotion.cli", *args, "--run-dir", str(tmp_path / "run")],
-        # XLA's optimizations off (locomotion.gpu.CPU_FAST_COMPILE): one short iteration.
-        env=dict(os.environ, LOCOMOTION_CPU_DEVICES="2", XLA_FLAGS=gpu.CPU_FAST_COMPILE),
-        capture_output=True,
-        text=True,
-        timeout=600,
-    )
-    assert result.returncode == 0, result.stderr[-3000:]
+    result = train_on_two_cpu_devices("warp", iterations=1)
     assert "training on 1 of the 2 devices: impl='warp' runs on one" in result.stdout
-    assert (tmp_path / "run" / "policy" / "policy.onnx").is_file()
